@@ -1,0 +1,1 @@
+"""leaml_jax: label-efficient adaptation of VLMs (LEAML) in JAX/Flax."""
