@@ -1,0 +1,80 @@
+"""Defaults shared by every experiment config (configs/*.py start from `base_config()`)."""
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+ALL_STAGES = ("prepare", "base", "captions", "relevance", "qa_generator", "pseudo_qa", "vqa",
+              "baselines", "evaluate", "report")
+
+# Regex rules over parameter paths, first match wins; every parameter must match one.
+TRAIN_ALL = ((".*", True),)
+
+
+def train_section(*, steps: int, batch_size: int, lr: float, warmup_steps: int = 20,
+                  weight_decay: float = 1e-4) -> ConfigDict:
+  return ConfigDict(dict(
+      steps=steps, batch_size=batch_size, grad_accum=1, lr=lr, warmup_steps=warmup_steps,
+      total_steps=steps, end_lr_factor=0.0, weight_decay=weight_decay, b1=0.9, b2=0.999,
+      clip_norm=1.0, trainable=TRAIN_ALL, log_every=10, save_every=100))
+
+
+def base_config() -> ConfigDict:
+  c = ConfigDict()
+  c.name = "leaml"
+  c.seed = 0
+  c.stages = ALL_STAGES
+  c.force = ""  # comma-separated stages to redo even if their outputs are complete ("all" = every one)
+  c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1, num_devices=0))  # num_devices 0 = all
+  c.progress = True
+
+  c.data = ConfigDict(dict(
+      source="synthetic",            # synthetic | kvasir_vqa | sportu_video
+      domain="synthetic_sports",     # synthetic target domain
+      path="",                       # local files for real datasets (manual_dir)
+      label_fraction=0.01,
+      num_train=2000, num_test=300,  # synthetic sizes (images)
+      caption_error_rate=0.15,
+      image_size=32,
+      text_len=48,                   # prompt + target tokens (fixed batch shape)
+      vocab_size=1024,               # synthetic tokenizer size
+  ))
+  c.model = ConfigDict(dict(
+      preset="tiny", path="",        # path: local HF checkpoint dir (real families)
+      dtype="float32", param_dtype="float32", scan=True, remat="none", attention="auto"))
+
+  # Stage `base`: demo pre-training on the general domain (skipped when model.path is set).
+  c.base = train_section(steps=600, batch_size=64, lr=3e-3)
+  c.base.domain = "synthetic_general"
+  c.base.num_images = 4000
+
+  c.captions = ConfigDict(dict(
+      path="",                       # JSONL {"image_id", "caption"}; empty = synthetic teacher
+      teacher_path="",               # local HF checkpoint of a teacher VLM (generation engine)
+      max_new_tokens=40, batch_size=32))
+
+  c.neurons = ConfigDict(dict(
+      score="taylor",                # taylor | activation
+      fraction=0.1,                  # share of MLP neurons selected
+      per_layer=False,               # top-fraction in every layer instead of globally
+      towers=("llm",),               # which towers' MLPs have selectable neurons: llm, img
+      non_neuron_params="frozen",    # frozen | trainable: params that are not MLP neurons, during distillation
+      applies_to="distill",          # distill (paper) | all
+      mask="relevance",              # relevance | random | none  (ablations)
+      batch_size=32, max_batches=8))
+
+  c.qa_generator = train_section(steps=300, batch_size=32, lr=1e-3)
+  c.qa_generator.distill_batch_size = 32
+  c.qa_generator.distill_weight = 1.0
+
+  c.pseudo_qa = ConfigDict(dict(
+      samples_per_image=2, temperature=0.7, top_p=0.9, max_new_tokens=32, batch_size=64,
+      min_confidence=0.0, max_per_image=4))
+
+  c.vqa = train_section(steps=300, batch_size=32, lr=1e-3)
+  c.vqa.pseudo_weight = 0.7          # share of each batch drawn from pseudo QA
+
+  c.baselines = ConfigDict(dict(methods=("zero_shot", "finetune", "lora"), lora_rank=8,
+                                lora_alpha=16.0, lora_lr=3e-3))
+  c.ablations = ("no_mask", "random_mask", "no_distill")
+  c.eval = ConfigDict(dict(batch_size=64, max_new_tokens=16))
+  return c

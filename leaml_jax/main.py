@@ -1,0 +1,88 @@
+"""Entry point: run `config.stages` in order; each stage reads/writes artifacts under workdir.
+
+    python -m leaml_jax.main --config=configs/demo.py --workdir=runs/demo
+    python -m leaml_jax.main --config=configs/demo.py:quick --config.data.label_fraction=0.02
+
+A stage whose outputs are complete is skipped (rerun = resume); `--config.force=vqa` redoes one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from leaml_jax import config_lib
+from leaml_jax.config_lib import ConfigError
+
+
+def stage_registry():
+  from leaml_jax import stages  # imported lazily: argument errors come back fast
+  return stages.REGISTRY
+
+
+def main(config, workdir: str) -> dict:
+  """Run the configured stages; returns {stage: seconds} of the stages run now."""
+  config_lib.validate(config)
+  registry = stage_registry()
+  missing = [s for s in config.stages if s not in registry]
+  if missing:
+    raise ConfigError(f"stage(s) {missing} are not implemented in this version; "
+                      f"available: {list(registry)}")
+  os.makedirs(os.path.join(workdir, "status"), exist_ok=True)
+  force = set(str(config.force).split(",")) - {""}
+  from leaml_jax.stages import common
+  ctx = common.Context(config, workdir)
+  timings = {}
+  for name in config.stages:
+    marker = os.path.join(workdir, "status", f"{name}.json")
+    if os.path.exists(marker) and not ({name, "all"} & force):
+      print(f"[leaml] {name}: outputs complete, skipped (--config.force={name} redoes it)")
+      continue
+    print(f"[leaml] {name}: running", flush=True)
+    t0 = time.perf_counter()
+    registry[name](ctx)
+    timings[name] = time.perf_counter() - t0
+    common.write_json(marker, {"stage": name, "seconds": timings[name], "finished": time.time()})
+    print(f"[leaml] {name}: done in {timings[name]:.1f}s", flush=True)
+  return timings
+
+
+def parse_argv(argv):
+  config_spec, workdir, overrides = None, None, []
+  for arg in argv:
+    if arg.startswith("--config="):
+      config_spec = arg.split("=", 1)[1]
+    elif arg.startswith("--workdir="):
+      workdir = arg.split("=", 1)[1]
+    elif arg.startswith("--config.") and "=" in arg:
+      key, value = arg[len("--config."):].split("=", 1)
+      overrides.append((key, value))
+    elif arg in ("-h", "--help"):
+      print(__doc__)
+      sys.exit(0)
+    else:
+      raise ConfigError(f"unrecognised argument {arg!r}; use --config=FILE[:ARG], "
+                        f"--workdir=DIR and --config.KEY=VALUE")
+  if config_spec is None:
+    raise ConfigError("--config=FILE is required (e.g. --config=configs/demo.py)")
+  config = config_lib.load_config_file(config_spec)
+  for key, value in overrides:
+    config_lib.apply_override(config, key, value)
+  workdir = workdir or os.path.join("runs", config.name)
+  return config, workdir
+
+
+def cli(argv=None) -> int:
+  from leaml_jax.errors import USER_ERRORS
+  try:
+    config, workdir = parse_argv(sys.argv[1:] if argv is None else argv)
+    main(config, workdir)
+  except USER_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(cli())

@@ -1,0 +1,45 @@
+"""Metric logging: one JSON line per step (metrics.jsonl) and TensorBoard scalars."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+  def __init__(self, directory: str, *, tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self._tb = None
+    if not self.enabled:
+      return
+    os.makedirs(directory, exist_ok=True)
+    self._f = open(os.path.join(directory, "metrics.jsonl"), "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # no TensorFlow needed
+      self._tb = SummaryWriter(os.path.join(directory, "tb"))
+
+  def write(self, step: int, metrics: dict):
+    if not self.enabled:
+      return
+    row = {"step": int(step)}
+    for k, v in metrics.items():
+      v = float(np.asarray(v))
+      row[k] = v if math.isfinite(v) else str(v)
+      if self._tb is not None and math.isfinite(v):
+        self._tb.add_scalar(k, v, step)
+    self._f.write(json.dumps(row) + "\n")
+    self._f.flush()
+
+  def close(self):
+    if self.enabled:
+      self._f.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

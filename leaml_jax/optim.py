@@ -1,0 +1,110 @@
+"""Optimizer: what trains, how fast, and the selective-neuron-update mask.
+
+`make_optimizer(cfg, params, neuron_mask=None)` builds
+    clip -> AdamW(warmup+cosine) -> [neuron_mask] -> freeze
+Frozen and masked entries are zeroed *after* AdamW, so neither Adam moments nor weight decay
+can move them: they stay bit-identical. Trainability comes from regex rules over parameter
+paths (`cfg.trainable = [(regex, bool), ...]`, first match wins, every path must match one).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def path_str(path) -> str:
+  """('llm', 'layers', 'mlp', 'gate_proj', 'kernel') -> 'llm/layers/mlp/gate_proj/kernel'."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def tree_paths(tree) -> Any:
+  return jax.tree_util.tree_map_with_path(lambda p, _: path_str(p), tree)
+
+
+def trainable_mask(params, rules: Sequence[tuple[str, bool]]):
+  """Bool tree from regex rules; raises if a parameter is covered by no rule."""
+  compiled = [(re.compile(r), bool(t)) for r, t in rules]
+  uncovered = []
+
+  def decide(path, _):
+    name = path_str(path)
+    for rx, train in compiled:
+      if rx.fullmatch(name):
+        return train
+    uncovered.append(name)
+    return False
+
+  mask = jax.tree_util.tree_map_with_path(decide, params)
+  if uncovered:
+    raise ValueError(
+        f"optimizer.trainable rules cover no rule for {len(uncovered)} parameter(s), e.g. "
+        f"{uncovered[:3]}; add a rule such as ('.*', True) at the end of config.optim.trainable")
+  return mask
+
+
+def apply_mask(updates, mask):
+  """updates * mask, leafwise; mask leaves are bools/0-1 arrays broadcastable to the update."""
+  return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, mask)
+
+
+class NeuronMaskState(NamedTuple):
+  mask: Any  # pytree like params (leaves broadcastable to the param), sharded like the params
+
+
+def neuron_mask(mask) -> optax.GradientTransformation:
+  """Multiply updates by `mask` (1 = may change). Place it last in the chain.
+
+  The mask is held in the transform's state, so it is checkpointed and sharded with the
+  optimizer state; a masked entry receives exactly zero update, every step.
+  """
+  def init_fn(params):
+    del params
+    return NeuronMaskState(mask=jax.tree.map(jnp.asarray, mask))
+
+  def update_fn(updates, state, params=None):
+    del params
+    return apply_mask(updates, state.mask), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def mask_gradients(params, mask):
+  """Params whose gradient flows only where mask is 1 (values unchanged, bit-exact).
+
+  Used when the relevance mask covers one loss term only (the caption-distillation term):
+  that term is computed with `mask_gradients(params, mask)`, the other terms with `params`.
+  """
+  return jax.tree.map(
+      lambda p, m: jnp.where(jnp.asarray(m, bool), p, jax.lax.stop_gradient(p)), params, mask)
+
+
+def schedule(cfg) -> optax.Schedule:
+  warmup = int(cfg.warmup_steps)
+  total = max(int(cfg.total_steps), warmup + 1)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup, decay_steps=total,
+      end_value=cfg.lr * cfg.get("end_lr_factor", 0.0))
+
+
+def _decay_mask(params):
+  # Weight decay on matrices only (not norms, biases, scalars).
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(cfg, params, neuron_mask_tree=None) -> optax.GradientTransformation:
+  """cfg: ConfigDict with lr, warmup_steps, total_steps, weight_decay, b1, b2, clip_norm, trainable."""
+  frozen = trainable_mask(params, [tuple(r) for r in cfg.trainable])
+  links = []
+  if cfg.clip_norm:
+    links.append(optax.clip_by_global_norm(cfg.clip_norm))
+  links.append(optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=1e-8,
+                           weight_decay=cfg.weight_decay, mask=_decay_mask))
+  if neuron_mask_tree is not None:
+    links.append(neuron_mask(neuron_mask_tree))
+  # Whole-tensor freeze as a scalar 0/1 mask per leaf: no per-entry memory.
+  links.append(neuron_mask(jax.tree.map(lambda t: jnp.asarray(t, jnp.float32), frozen)))
+  return optax.chain(*links)

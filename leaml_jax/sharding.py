@@ -1,0 +1,135 @@
+"""All partitioning decisions: the mesh, logical-axis rules, and how params are born sharded.
+
+Mesh axes: `data` (pure data parallel), `fsdp` (data parallel + parameter sharding),
+`tensor` (model parallel over heads / MLP neurons / vocab). Models annotate parameters and
+activations with *logical* names; `RULES` maps them to mesh axes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axis (or None = replicated). First match wins.
+RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", "tensor"),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("length", None),
+    ("head_dim", None),
+    ("patch", None),
+    ("channels", None),
+)
+
+
+def make_mesh(shape: dict | Any, devices=None) -> Mesh:
+  """Mesh from {'data': d, 'fsdp': f, 'tensor': t}; one entry may be -1 (= the rest)."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if devices.size % known:
+      raise ValueError(f"mesh: {devices.size} devices not divisible by {known}")
+    sizes[sizes.index(-1)] = devices.size // known
+  if math.prod(sizes) != devices.size:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                     f"have {devices.size}; set config.mesh so the product matches (use -1 for one axis)")
+  return Mesh(devices.reshape(sizes), MESH_AXES)
+
+
+def logical_to_sharding(logical_tree, mesh: Mesh):
+  """PartitionSpec tree of logical names -> NamedSharding tree."""
+  specs = nn.logical_to_mesh(logical_tree, RULES)
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def _divisible(spec: P, shape, mesh: Mesh) -> P:
+  """Drop mesh axes that do not divide the dimension (tiny models on 8 devices)."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = math.prod(mesh.shape[a] for a in names) if names else 1
+    out.append(axes if names and dim % size == 0 else None)
+  return P(*out)
+
+
+def param_shardings(abstract_variables, mesh: Mesh):
+  """Shardings for a (possibly boxed) abstract variable tree from `jax.eval_shape(model.init, ...)`."""
+  logical = nn.get_partition_spec(abstract_variables)
+  specs = nn.logical_to_mesh(logical, RULES)
+  unboxed = nn.meta.unbox(abstract_variables)
+  return jax.tree.map(
+      lambda s, x: NamedSharding(mesh, _divisible(s, x.shape, mesh)), specs, unboxed,
+      is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+  return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def shard_batch(batch, mesh: Mesh):
+  """Host-local numpy batch (nested dicts allowed) -> global jax arrays split over (data, fsdp).
+
+  On one host this is a device_put; on several, each host passes its own shard. String
+  leaves (ids) are dropped: they stay on the host.
+  """
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+  if isinstance(batch, dict):
+    return {k: shard_batch(v, mesh) if isinstance(v, dict) else put(v)
+            for k, v in batch.items()
+            if isinstance(v, dict) or np.asarray(v).dtype.kind not in "USO"}
+  return put(batch)
+
+
+def init_sharded(init_fn, mesh: Mesh, *args):
+  """Create params already sharded: eval_shape -> shardings -> jitted init (no host copy)."""
+  abstract = jax.eval_shape(init_fn, *args)
+  shardings = param_shardings(abstract, mesh)
+  params = jax.jit(lambda *a: nn.meta.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+  return params, shardings
+
+
+def with_mesh_rules(mesh: Mesh):
+  """Context for model calls that use `nn.with_logical_constraint`."""
+  return _MeshRules(mesh)
+
+
+class _MeshRules:
+  def __init__(self, mesh):
+    self.mesh = mesh
+    self._ctx = None
+
+  def __enter__(self):
+    self._rules = nn.logical_axis_rules(RULES)
+    self._rules.__enter__()
+    self._mesh_ctx = jax.sharding.use_mesh(self.mesh) if hasattr(jax.sharding, "use_mesh") else self.mesh
+    self._mesh_ctx.__enter__()
+    return self
+
+  def __exit__(self, *exc):
+    self._mesh_ctx.__exit__(*exc)
+    self._rules.__exit__(*exc)
+
+
+def tree_bytes(tree) -> int:
+  return sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))

@@ -1,0 +1,183 @@
+"""The one pure train step, its jitted/sharded form, and the loop that drives it.
+
+    train_step(state, batch, rng) -> (state, metrics)
+
+jitted once with explicit in/out shardings and the state donated. The loss is a small pure
+function `loss_fn(params, batch, rng) -> (loss, metrics)` chosen by the stage (losses.py).
+A step whose loss or gradient is not finite leaves the state untouched (metrics["ok"] = 0);
+`fit` then stops with a clear message, so the last checkpoint is always a good one.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from leaml_jax import sharding as shd
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def _global_norm(tree):
+  return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+
+
+def _split_micro(batch, n: int):
+  def split(x):
+    if x.shape[0] % n:
+      raise ValueError(f"batch size {x.shape[0]} not divisible by grad_accum={n}")
+    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad_accum: int = 1):
+  """Pure step. loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics)."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state: TrainState, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    if grad_accum == 1:
+      (loss, aux), grads = grad_fn(state.params, batch, rng)
+    else:
+      micro = _split_micro(batch, grad_accum)
+
+      def body(carry, xs):
+        i, mb = xs
+        (l, a), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
+        acc_g, acc_l, acc_a = carry
+        return (jax.tree.map(jnp.add, acc_g, g), acc_l + l, jax.tree.map(jnp.add, acc_a, a)), None
+
+      zeros_g = jax.tree.map(jnp.zeros_like, state.params)
+      _, aux_shape = jax.eval_shape(loss_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng)
+      zeros_a = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
+      (grads, loss, aux), _ = jax.lax.scan(
+          body, (zeros_g, jnp.zeros((), jnp.float32), zeros_a), (jnp.arange(grad_accum), micro))
+      grads = jax.tree.map(lambda g: g / grad_accum, grads)
+      loss, aux = loss / grad_accum, jax.tree.map(lambda a: a / grad_accum, aux)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = _global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    new_state = TrainState(step=state.step + ok.astype(state.step.dtype),
+                           params=keep(params, state.params),
+                           opt_state=keep(opt_state, state.opt_state))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": _global_norm(params),
+               "update_norm": _global_norm(updates), "ok": ok.astype(jnp.float32), **aux}
+    return new_state, metrics
+
+  return train_step
+
+
+def create_state(params, tx, mesh) -> tuple[TrainState, Any]:
+  """TrainState with the optimizer state born sharded like the params. -> (state, shardings)."""
+  param_sh = jax.tree.map(lambda x: x.sharding, params)
+  # Moments mirror the params; anything else (counts, masks, scalars) is replicated.
+  abstract_opt = jax.eval_shape(tx.init, params)
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, abstract_opt, param_sh,
+      transform_non_params=lambda _: shd.replicated(mesh))
+  opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+  state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shd.replicated(mesh)),
+                     params=params, opt_state=opt_state)
+  shardings = TrainState(step=shd.replicated(mesh), params=param_sh, opt_state=opt_sh)
+  return state, shardings
+
+
+def jit_train_step(train_step, state_shardings, mesh):
+  """Jit once: explicit shardings, state donated. Batch leaves split over (data, fsdp)."""
+  repl = shd.replicated(mesh)
+  batch_sh = lambda b: jax.tree.map(lambda x: shd.batch_sharding(mesh, x.ndim), b)
+  cache = {}
+
+  def call(state, batch, rng):
+    key = jax.tree.structure(batch)
+    if key not in cache:
+      cache[key] = jax.jit(train_step,
+                           in_shardings=(state_shardings, batch_sh(batch), repl),
+                           out_shardings=(state_shardings, repl), donate_argnums=0)
+    with shd.with_mesh_rules(mesh):
+      return cache[key](state, batch, rng)
+  return call
+
+
+def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, checkpointer=None,
+        writer=None, log_every: int = 10, flops_per_step: float = 0.0, tokens_per_step: int = 0,
+        desc: str = "train", host_batch_fn: Callable | None = None):
+  """Run `step_fn` until state.step == num_steps; checkpoint model + data position; log metrics."""
+  start = int(jax.device_get(state.step))
+  if start >= num_steps:
+    return state, {}
+  last_t, last_step, metrics = time.perf_counter(), start, {}
+  bar = tqdm(range(start, num_steps), desc=desc, initial=0, leave=False,
+             disable=jax.process_index() != 0)
+  for step in bar:
+    host_batch = next(data_iter)
+    if host_batch_fn is not None:
+      host_batch = host_batch_fn(host_batch)
+    batch = shd.shard_batch(host_batch, mesh)
+    state, m = step_fn(state, batch, rng)
+    done = step + 1
+    if done % log_every == 0 or done == num_steps or (checkpointer and checkpointer.should_save(done)):
+      metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+      if metrics["ok"] < 1.0:
+        raise NonFiniteLossError(
+            f"{desc}: loss or gradient became NaN/Inf at step {done} (loss={metrics['loss']}). "
+            f"Training stopped; the last checkpoint"
+            f"{' in ' + checkpointer.directory if checkpointer else ''} is the last good state. "
+            f"Lower the learning rate (config.*.lr) or check the data.")
+      now = time.perf_counter()
+      dt = (now - last_t) / max(done - last_step, 1)
+      last_t, last_step = now, done
+      metrics.update(step_time_s=dt, tokens_per_s=tokens_per_step / dt,
+                     model_tflops=flops_per_step / dt / 1e12)
+      bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+      if writer is not None:
+        writer.write(done, metrics)
+      if checkpointer is not None and checkpointer.should_save(done) and done != num_steps:
+        checkpointer.save(done, state, _data_state(data_iter))
+  if checkpointer is not None:
+    checkpointer.save(num_steps, state, _data_state(data_iter))
+  return state, metrics
+
+
+def _data_state(it):
+  return it.get_state() if hasattr(it, "get_state") else None
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def model_flops_per_example(cfg, text_len: int) -> float:
+  """Training FLOPs (fwd+bwd) per example: 6·N·tokens for matmul params + attention scores."""
+  vit, lm = cfg.vit, cfg.lm
+  n_img = (vit.image_size[0] // vit.patch_size) * (vit.image_size[1] // vit.patch_size)
+  n_img_lm = n_img // (getattr(cfg, "pixel_shuffle_factor", 1) ** 2)
+  vit_params = vit.depth * (4 * vit.width ** 2 + 2 * vit.width * vit.mlp_dim)
+  lm_attn = lm.width * lm.head_dim * (2 * lm.num_heads + 2 * lm.num_kv_heads)
+  lm_params = lm.depth * (lm_attn + 3 * lm.width * lm.mlp_dim) + lm.width * lm.vocab_size
+  t_lm = n_img_lm + text_len
+  flops = 6 * vit_params * n_img + 6 * lm_params * t_lm
+  flops += 12 * vit.depth * n_img ** 2 * vit.width
+  flops += 12 * lm.depth * t_lm ** 2 * lm.num_heads * lm.head_dim
+  return float(flops)
+
+
+def host_tokens(batch) -> int:
+  if "mask_input" in batch:
+    return int(np.asarray(batch["mask_input"]).sum())
+  return sum(host_tokens(v) for v in batch.values() if isinstance(v, dict))
