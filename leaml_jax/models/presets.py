@@ -1,0 +1,194 @@
+"""Model configurations: frozen dataclasses and named presets.
+
+Real presets use the numbers of the Hugging Face `config.json` files, so that
+`models/hf.py` can import their weights one-to-one:
+
+  paligemma_3b   google/paligemma-3b-pt-224   SigLIP So400m/14 @224 + Gemma 2B   (2,923,335,408 params)
+  paligemma2_3b  google/paligemma2-3b-pt-224  SigLIP So400m/14 @224 + Gemma2 2B  (~3.03B)
+  smolvlm_256m   HuggingFaceTB/SmolVLM-256M-Instruct  SigLIP B/16 @512, pixel shuffle 4,
+                 SmolLM2-135M-style Llama decoder, untied head (~256M)
+
+Tiny presets (`tiny`, `tiny_gemma2`, `tiny_llama`, `tiny_qwen2`) shrink the same
+families for CPU tests and the offline demo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+FAMILIES = ("gemma", "gemma2", "llama", "qwen2")
+ACTIVATIONS = ("gelu_tanh", "silu")
+CONNECTORS = ("linear", "pixel_shuffle")
+REMAT = ("none", "full", "dots")
+ATTENTION = ("auto", "xla", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+  """Decoder-only language model (Gemma, Gemma2, Llama, Qwen2 semantics as in HF)."""
+  vocab_size: int
+  width: int
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  family: str = "gemma"
+  act: str = "gelu_tanh"
+  norm_eps: float = 1e-6
+  rope_theta: float = 10000.0
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  sliding_window: int | None = None   # gemma2: even layers local (window), odd layers global
+  query_pre_attn_scalar: float | None = None   # attention scale = this ** -0.5 (default head_dim)
+  qkv_bias: bool = False
+  tie_embeddings: bool = True
+  scale_embeddings: bool = True   # multiply token embeddings by sqrt(width) (Gemma)
+  gemma_norm: bool = True         # RMSNorm scale applied as (1 + w), all in float32
+  post_norms: bool = False        # gemma2: extra norms after attention and after the MLP
+
+  def __post_init__(self):
+    _check(self.family in FAMILIES, f"LMConfig.family={self.family!r}: use one of {FAMILIES}")
+    _check(self.act in ACTIVATIONS, f"LMConfig.act={self.act!r}: use one of {ACTIVATIONS}")
+    _check(self.num_heads % self.num_kv_heads == 0,
+           f"LMConfig: num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+  """SigLIP-style vision tower: patch conv, learned pos-emb, pre-LN blocks, final LN, no pooling."""
+  image_size: tuple[int, int]
+  patch_size: int
+  width: int
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  norm_eps: float = 1e-6
+
+  def __post_init__(self):
+    object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+    h, w = self.image_size
+    _check(h % self.patch_size == 0 and w % self.patch_size == 0,
+           f"ViTConfig: image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+    _check(self.width % self.num_heads == 0,
+           f"ViTConfig: width {self.width} must be divisible by num_heads {self.num_heads}")
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class VLMConfig:
+  """Image tower + connector (`img/head`) + LM. Image tokens are a prefix of the sequence."""
+  vit: ViTConfig
+  lm: LMConfig
+  connector: str = "linear"          # "linear" (PaliGemma, with bias) | "pixel_shuffle" (Idefics3, no bias)
+  pixel_shuffle_factor: int = 1
+  dtype: str = "bfloat16"            # compute dtype
+  param_dtype: str = "float32"
+  scan: bool = True                  # stack layers along a leading "layers" axis
+  remat: str = "none"                # none | full | dots (policy inside the scanned block)
+  attention: str = "auto"            # auto | xla | cudnn  (jax.nn.dot_product_attention implementation)
+  position_offset: int = 1           # HF PaliGemma position ids start at 1; Llama/Idefics3 at 0
+
+  def __post_init__(self):
+    _check(self.connector in CONNECTORS, f"VLMConfig.connector={self.connector!r}: use one of {CONNECTORS}")
+    _check(self.remat in REMAT, f"VLMConfig.remat={self.remat!r}: use one of {REMAT}")
+    _check(self.attention in ATTENTION, f"VLMConfig.attention={self.attention!r}: use one of {ATTENTION}")
+    if self.connector == "pixel_shuffle":
+      gh, gw = self.vit.grid
+      s = self.pixel_shuffle_factor
+      _check(s >= 1 and gh % s == 0 and gw % s == 0,
+             f"VLMConfig: patch grid {self.vit.grid} must be divisible by pixel_shuffle_factor {s}")
+
+  @property
+  def num_image_tokens(self) -> int:
+    gh, gw = self.vit.grid
+    s = self.pixel_shuffle_factor if self.connector == "pixel_shuffle" else 1
+    return (gh // s) * (gw // s)
+
+
+def _check(ok: bool, msg: str):
+  if not ok:
+    raise ValueError(msg)
+
+
+# ----------------------------------------------------------------------------- presets
+
+SIGLIP_SO400M_14_224 = ViTConfig(image_size=(224, 224), patch_size=14, width=1152, depth=27,
+                                 mlp_dim=4304, num_heads=16)
+SIGLIP_B16_512 = ViTConfig(image_size=(512, 512), patch_size=16, width=768, depth=12,
+                           mlp_dim=3072, num_heads=12)
+GEMMA_2B = LMConfig(vocab_size=257216, width=2048, depth=18, mlp_dim=16384, num_heads=8,
+                    num_kv_heads=1, head_dim=256, family="gemma")
+GEMMA2_2B = LMConfig(vocab_size=257216, width=2304, depth=26, mlp_dim=9216, num_heads=8,
+                     num_kv_heads=4, head_dim=256, family="gemma2", attn_logit_softcap=50.0,
+                     final_logit_softcap=30.0, sliding_window=4096, query_pre_attn_scalar=256,
+                     post_norms=True)
+SMOLLM2_135M = LMConfig(vocab_size=49280, width=576, depth=30, mlp_dim=1536, num_heads=9,
+                        num_kv_heads=3, head_dim=64, family="llama", act="silu", norm_eps=1e-5,
+                        rope_theta=100000.0, tie_embeddings=False, scale_embeddings=False,
+                        gemma_norm=False)
+
+TINY_VIT = ViTConfig(image_size=(32, 32), patch_size=8, width=64, depth=2, mlp_dim=128, num_heads=4)
+_TINY_LM = dict(vocab_size=512, width=96, depth=2, mlp_dim=256, num_heads=4, head_dim=24)
+
+PRESETS: dict[str, VLMConfig] = {
+    "tiny": VLMConfig(vit=TINY_VIT, lm=LMConfig(**_TINY_LM, num_kv_heads=1)),
+    "tiny_gemma2": VLMConfig(vit=TINY_VIT, lm=LMConfig(
+        **_TINY_LM, num_kv_heads=2, family="gemma2", attn_logit_softcap=50.0,
+        final_logit_softcap=30.0, sliding_window=16, query_pre_attn_scalar=24, post_norms=True)),
+    "tiny_llama": VLMConfig(vit=TINY_VIT, connector="pixel_shuffle", pixel_shuffle_factor=2,
+                            position_offset=0, lm=LMConfig(
+        **_TINY_LM, num_kv_heads=2, family="llama", act="silu", norm_eps=1e-5, rope_theta=100000.0,
+        tie_embeddings=False, scale_embeddings=False, gemma_norm=False)),
+    "tiny_qwen2": VLMConfig(vit=TINY_VIT, position_offset=0, lm=LMConfig(
+        **_TINY_LM, num_kv_heads=2, family="qwen2", act="silu", rope_theta=1e6, qkv_bias=True,
+        scale_embeddings=False, gemma_norm=False)),
+    "paligemma_3b": VLMConfig(vit=SIGLIP_SO400M_14_224, lm=GEMMA_2B),
+    "paligemma2_3b": VLMConfig(vit=SIGLIP_SO400M_14_224, lm=GEMMA2_2B),
+    "smolvlm_256m": VLMConfig(vit=SIGLIP_B16_512, lm=SMOLLM2_135M, connector="pixel_shuffle",
+                              pixel_shuffle_factor=4, position_offset=0),
+}
+
+
+def get(name: str, **overrides: Any) -> VLMConfig:
+  """Preset `name` with top-level overrides; `vit=`/`lm=` may be dicts of nested overrides.
+
+  Example: get("tiny", dtype="float32", lm=dict(vocab_size=300)).
+  """
+  if name not in PRESETS:
+    raise KeyError(f"Unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
+  cfg = PRESETS[name]
+  for key in ("vit", "lm"):
+    if isinstance(overrides.get(key), dict):
+      overrides[key] = dataclasses.replace(getattr(cfg, key), **overrides[key])
+  unknown = set(overrides) - {f.name for f in dataclasses.fields(VLMConfig)}
+  if unknown:
+    raise KeyError(f"Unknown VLMConfig field(s) {sorted(unknown)}; "
+                   f"valid: {[f.name for f in dataclasses.fields(VLMConfig)]}")
+  return dataclasses.replace(cfg, **overrides)
+
+
+def to_dict(cfg: VLMConfig) -> dict[str, Any]:
+  """JSON-ready dict (saved next to checkpoints)."""
+  d = dataclasses.asdict(cfg)
+  d["vit"]["image_size"] = list(d["vit"]["image_size"])
+  return d
+
+
+def config_from_dict(d: dict[str, Any]) -> VLMConfig:
+  """Inverse of `to_dict`; unknown keys fail loudly (a checkpoint from a newer/older layout)."""
+  d = dict(d)
+  for key, cls in (("vit", ViTConfig), ("lm", LMConfig)):
+    sub = dict(d.pop(key))
+    unknown = set(sub) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise KeyError(f"Unknown {cls.__name__} key(s) {sorted(unknown)} in saved model config")
+    d[key] = cls(**sub)
+  unknown = set(d) - {f.name for f in dataclasses.fields(VLMConfig)}
+  if unknown:
+    raise KeyError(f"Unknown VLMConfig key(s) {sorted(unknown)} in saved model config")
+  return VLMConfig(**d)

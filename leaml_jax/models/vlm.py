@@ -1,0 +1,139 @@
+"""Vision-language model: image tokens (prefix) + text, prefix-LM attention, KV-cache decoding.
+
+Axis legend: B batch, N image tokens, L text length, T = N + L sequence, S cache length,
+D LM width, V vocab, Ly layers, K kv heads, H head_dim.
+
+Attention follows big_vision's PaliGemma `mask_ar` rule: with c = cumsum(mask_ar) over the
+full sequence (image tokens have mask_ar = 0), query i may attend key j iff c[j] <= c[i]
+and key j is real (mask_input = 1). Position ids count real tokens only, starting at
+`cfg.position_offset`, so right-padded rows of different lengths get correct positions.
+
+Parameter tree: `img` (ViT, connector at `img/head`) and `llm` (LM).
+Typical use:
+  model = VLM(cfg); params = model.init(rng, *dummy_inputs(cfg))["params"]
+  logits_BLV, aux = model.apply({"params": params}, image, text, mask_ar, mask_input)
+  logits_BV, cache = model.apply({"params": params}, image, text, mask_ar, mask_input,
+                                 cache_len=S, method=VLM.prefill)
+  logits_BV, cache = model.apply({"params": params}, tokens_B, cache, method=VLM.decode_step)
+Relevance hooks: apply with `mutable=["intermediates"]` to get every MLP hidden
+(`intermediates/.../mlp/mlp_hidden` = (h [depth,B,T,F],) under scan), and pass a
+"perturbations" collection of zeros (from `mutable=["perturbations"]`) to take dL/dh.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from leaml_jax.models.lm import LM
+from leaml_jax.models.presets import VLMConfig
+from leaml_jax.models.vit import ViT
+
+Cache = dict[str, Any]  # k, v [Ly,B,S,K,H]; key_mask [B,S] bool; key_pos [B,S]; index (); pos [B]
+
+
+def prefix_lm_mask(mask_ar_BT: jax.Array, valid_BT: jax.Array) -> jax.Array:
+  """[B,T,T] bool: query i sees key j iff cumsum(mask_ar)[j] <= cumsum(mask_ar)[i] and j is real."""
+  c = jnp.cumsum(mask_ar_BT, axis=1)
+  return (c[:, None, :] <= c[:, :, None]) & valid_BT[:, None, :]
+
+
+def dummy_inputs(cfg: VLMConfig, batch: int = 1, text_len: int = 4):
+  """(image, text, mask_ar, mask_input) placeholders for `init` / `eval_shape`."""
+  h, w = cfg.vit.image_size
+  return (jnp.zeros((batch, h, w, 3), jnp.float32), jnp.zeros((batch, text_len), jnp.int32),
+          jnp.zeros((batch, text_len), jnp.int32), jnp.ones((batch, text_len), jnp.int32))
+
+
+class VLM(nn.Module):
+  cfg: VLMConfig
+
+  def setup(self):
+    c = self.cfg
+    dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    self.img = ViT(c.vit, c.lm.width, c.connector, c.pixel_shuffle_factor, dtype, param_dtype,
+                   c.scan, c.remat, c.attention)
+    self.llm = LM(c.lm, dtype, param_dtype, c.scan, c.remat, c.attention)
+
+  # ------------------------------------------------------------------ helpers
+  def _inputs(self, image, text, mask_ar, mask_input):
+    """Embeds image + text; returns x [B,T,D], mask_ar [B,T], valid [B,T] bool, positions [B,T], N."""
+    if text.ndim != 2 or mask_ar.shape != text.shape:
+      raise ValueError(f"text {text.shape} and mask_ar {mask_ar.shape} must both be [B, L]")
+    if mask_input is None:
+      mask_input = jnp.ones_like(text)
+    z_img = self.img(image)
+    z_txt = self.llm.embed(text)
+    B, N = z_img.shape[:2]
+    x = jnp.concatenate([z_img.astype(z_txt.dtype), z_txt], axis=1)
+    ar = jnp.concatenate([jnp.zeros((B, N), jnp.int32), mask_ar.astype(jnp.int32)], axis=1)
+    valid = jnp.concatenate([jnp.ones((B, N), bool), mask_input.astype(bool)], axis=1)
+    positions = self.cfg.position_offset + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
+    return x, ar, valid, positions, N
+
+  def _local(self, mask_BTS, q_pos_BT, k_pos_BS):
+    """Sliding-window variant of a mask (None when the LM has no local layers)."""
+    w = self.cfg.lm.sliding_window
+    if w is None:
+      return None
+    return mask_BTS & (q_pos_BT[:, :, None] - k_pos_BS[:, None, :] < w)
+
+  # ------------------------------------------------------------------ entry points
+  def __call__(self, image, text, mask_ar, mask_input=None, *, train: bool = False):
+    """Logits [B,L,V] float32 for the text positions; logits[:, t] predicts text[:, t+1].
+
+    `train` is accepted for API symmetry; the model has no dropout.
+    """
+    del train
+    x, ar, valid, pos, N = self._inputs(image, text, mask_ar, mask_input)
+    mask = prefix_lm_mask(ar, valid)
+    h, _ = self.llm(x, pos, (mask, self._local(mask, pos, pos)))
+    return self.llm.logits(h[:, N:]), {}
+
+  def prefill(self, image, text, mask_ar, mask_input, cache_len: int):
+    """Runs the (right-padded) prompt; returns (logits of each row's last real token [B,V], cache)."""
+    c = self.cfg.lm
+    x, ar, valid, pos, _ = self._inputs(image, text, mask_ar, mask_input)
+    B, T = valid.shape
+    if cache_len < T:
+      raise ValueError(f"cache_len={cache_len} is shorter than image+prompt length {T}")
+    pad = [(0, 0), (0, cache_len - T)]
+    key_mask = jnp.pad(valid, pad)
+    key_pos = jnp.pad(pos, pad)
+    mask = jnp.pad(prefix_lm_mask(ar, valid), [(0, 0), (0, 0), (0, cache_len - T)])
+    kv_shape = (c.depth, B, cache_len, c.num_kv_heads, c.head_dim)
+    kv = (jnp.zeros(kv_shape, self.cfg.dtype), jnp.zeros(kv_shape, self.cfg.dtype))
+    h, kv = self.llm(x, pos, (mask, self._local(mask, pos, key_pos)), kv, jnp.int32(0))
+    last = jnp.max(jnp.where(valid, jnp.arange(T)[None], -1), axis=1)  # last real token per row
+    h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)
+    logits = self.llm.logits(h_last)[:, 0]
+    cache = dict(k=kv[0], v=kv[1], key_mask=key_mask, key_pos=key_pos, index=jnp.int32(T),
+                 pos=jnp.max(jnp.where(valid, pos, -1), axis=1) + 1)
+    return logits, cache
+
+  def decode_step(self, tokens_B, cache: Cache):
+    """Feeds one token per row at slot `cache["index"]`; returns (next-token logits [B,V], cache).
+
+    All rows write the same slot; rows with shorter prompts keep their padding slots
+    masked out, and positions continue from each row's own length.
+    """
+    idx, pos_B = cache["index"], cache["pos"]
+    B = tokens_B.shape[0]
+    key_mask = jax.lax.dynamic_update_slice(cache["key_mask"], jnp.ones((B, 1), bool), (0, idx))
+    key_pos = jax.lax.dynamic_update_slice(cache["key_pos"], pos_B[:, None].astype(cache["key_pos"].dtype),
+                                           (0, idx))
+    mask = key_mask[:, None, :]
+    q_pos = pos_B[:, None]
+    x = self.llm.embed(tokens_B[:, None])
+    h, kv = self.llm(x, q_pos, (mask, self._local(mask, q_pos, key_pos)), (cache["k"], cache["v"]), idx)
+    logits = self.llm.logits(h)[:, 0]
+    return logits, dict(k=kv[0], v=kv[1], key_mask=key_mask, key_pos=key_pos, index=idx + 1, pos=pos_B + 1)
+
+
+def count_params(tree) -> int:
+  """Number of scalars in a (possibly boxed / ShapeDtypeStruct) parameter tree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(tree))))
