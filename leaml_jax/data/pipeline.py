@@ -1,0 +1,194 @@
+"""From examples to fixed-shape numpy batches with grain.
+
+records (plain dicts {"image", "prompt", "target", "id", ...}, one per
+training sequence) -> grain MapDataset over row ids -> per-host shard ->
+seeded shuffle (reshuffled every epoch) -> repeat -> encode -> batch.
+
+A batch is a flat dict (B = batch, L = text_len):
+  image      float32 [B, H, W, 3] in [-1, 1]
+  text       int32 [B, L]  [bos] prompt "\\n" target [eos] [pad ...]
+  mask_ar    int32 [B, L]  0 on the prefix (full attention), 1 on the suffix and pad
+  mask_loss  int32 [B, L]  1 on target tokens and eos
+  mask_input int32 [B, L]  1 on real tokens, 0 on padding
+  index      int32 [B]     row id into the records the batch came from
+  (source    int32 [B]     which dataset of a mixture, only from `mix`)
+
+Truncation rule (sequences longer than L): the target and its eos are kept
+and the prompt is cut from its end (bos and the "\\n" separator stay); if even
+the target does not fit, the target is cut and eos is still written as the
+last token. Both cases are counted in `TRUNCATIONS` and logged (warning) the
+first time they happen, never silent.
+
+Iterators come from `iter(dataset)`; `it.get_state()` is a small JSON-able
+dict and `it.set_state(state)` resumes at the same batch (checkpoint it with
+the weights).
+"""
+import collections
+import logging
+
+import grain
+import jax
+import numpy as np
+
+from leaml_jax.data import prompts
+from leaml_jax.data.errors import DataError
+
+TRUNCATIONS = collections.Counter()  # {"prompt": n, "target": n}
+
+
+def _warn_truncation(kind: str, example_id, detail: str):
+  if TRUNCATIONS[kind] == 0:
+    logging.warning("truncating %s of example %r (%s); further %s truncations are "
+                    "only counted in pipeline.TRUNCATIONS", kind, example_id, detail, kind)
+  TRUNCATIONS[kind] += 1
+
+
+def encode_text(prompt: str, target: str, tok, text_len: int, example_id=None):
+  """Token ids and masks (int32 [L] each) for one prefix-LM sequence."""
+  pre = [tok.bos_id] + tok.encode(prompt)
+  sep = tok.encode("\n")
+  suf = tok.encode(target) + [tok.eos_id]
+  if len(suf) > text_len - len(sep) - 1:
+    keep = max(text_len - len(sep) - 2, 0)
+    _warn_truncation("target", example_id, f"{len(suf)} target tokens, keeping {keep} + eos")
+    suf = suf[:keep] + [tok.eos_id]
+  room = text_len - len(suf) - len(sep)
+  if len(pre) > room:
+    _warn_truncation("prompt", example_id, f"{len(pre)} prompt tokens, room for {room}")
+    pre = pre[:max(room, 1)]
+  prefix = pre + sep
+  n_pad = text_len - len(prefix) - len(suf)
+  text = np.asarray(prefix + suf + [tok.pad_id] * n_pad, np.int32)
+  mask_ar = np.asarray([0] * len(prefix) + [1] * (len(suf) + n_pad), np.int32)
+  mask_loss = np.asarray([0] * len(prefix) + [1] * len(suf) + [0] * n_pad, np.int32)
+  mask_input = np.asarray([1] * (len(prefix) + len(suf)) + [0] * n_pad, np.int32)
+  return {"text": text, "mask_ar": mask_ar, "mask_loss": mask_loss, "mask_input": mask_input}
+
+
+def encode_image(image_uint8, example_id=None) -> np.ndarray:
+  image = np.asarray(image_uint8)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    raise DataError(example_id, f"image must be uint8 [H, W, 3], got {image.dtype} "
+                    f"{image.shape}")
+  return image.astype(np.float32) / 127.5 - 1.0
+
+
+def encode_example(image_uint8, prompt: str, target: str, tok, text_len: int,
+                   example_id=None) -> dict:
+  out = encode_text(prompt, target, tok, text_len, example_id)
+  out["image"] = encode_image(image_uint8, example_id)
+  return out
+
+
+# --- records: one row per training sequence --------------------------------------
+
+def _check_qa(ex, q):
+  if not str(q.get("question", "")).strip():
+    raise DataError(ex["id"], "empty question")
+  if not str(q.get("answer", "")).strip():
+    raise DataError(ex["id"], f"empty answer to {q['question']!r}")
+
+
+def vqa_records(examples, mc_target: str = "letter") -> list[dict]:
+  """One record per QA. Multiple-choice targets are the option letter
+  (`mc_target="letter"`, as SPORTU) or the option text ("text")."""
+  if mc_target not in ("letter", "text"):
+    raise ValueError(f"mc_target must be 'letter' or 'text', got {mc_target!r}")
+  out = []
+  for ex in examples:
+    for k, q in enumerate(ex["qa"]):
+      _check_qa(ex, q)
+      target = q["answer"]
+      if q.get("options") and mc_target == "text":
+        target = q["options"][q["answer"]]
+      out.append({"image": ex["image"], "prompt": prompts.vqa_prompt(q["question"], q.get("options")),
+                  "target": target, "id": f"{ex['id']}#{k}", "image_id": ex["id"], **q})
+  return out
+
+
+def qa_gen_records(examples) -> list[dict]:
+  """One record per QA: image -> 'question [options] answer: ...'."""
+  out = []
+  for ex in examples:
+    for k, q in enumerate(ex["qa"]):
+      _check_qa(ex, q)
+      out.append({"image": ex["image"], "prompt": prompts.qa_gen_prompt(),
+                  "target": prompts.qa_gen_target(q["question"], q["answer"], q.get("options")),
+                  "id": f"{ex['id']}#{k}", "image_id": ex["id"]})
+  return out
+
+
+def caption_records(examples, key: str = "caption") -> list[dict]:
+  """One record per image: image -> its (teacher) caption."""
+  out = []
+  for ex in examples:
+    if not str(ex.get(key, "")).strip():
+      raise DataError(ex["id"], f"empty {key}")
+    out.append({"image": ex["image"], "prompt": prompts.caption_prompt(), "target": ex[key],
+                "id": ex["id"], "image_id": ex["id"]})
+  return out
+
+
+# --- grain datasets -------------------------------------------------------------
+
+class _Encode(grain.transforms.Map):
+  def __init__(self, records, tok, text_len):
+    self.records, self.tok, self.text_len = records, tok, text_len
+
+  def map(self, row):
+    r = self.records[row]
+    out = encode_example(r["image"], r["prompt"], r["target"], self.tok, self.text_len,
+                         r.get("id", row))
+    out["index"] = np.int32(row)
+    return out
+
+
+def make_dataset(records, tok, *, batch_size: int | None, text_len: int, seed: int,
+                 shuffle: bool = True, num_epochs: int | None = None,
+                 shard_index: int | None = None, shard_count: int | None = None,
+                 drop_remainder: bool = True) -> grain.MapDataset:
+  """Encoded (and, unless batch_size is None, batched) examples of `records`.
+
+  Rows are split across hosts first (host i takes rows i, i+n, ...), then
+  shuffled with `seed` (a new order each epoch). num_epochs=None repeats
+  forever. With batch_size=None the examples stay unbatched (to `mix`)."""
+  shard_index = jax.process_index() if shard_index is None else shard_index
+  shard_count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  if len(records) < shard_count:
+    raise ValueError(f"{len(records)} records cannot feed {shard_count} shards")
+  ds = grain.MapDataset.range(len(records))[shard_index::shard_count]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  ds = ds.map(_Encode(records, tok, text_len))
+  if batch_size is not None:
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds
+
+
+def mix(datasets, weights, *, batch_size: int | None = None,
+        drop_remainder: bool = True) -> grain.MapDataset:
+  """Weighted mixture of unbatched datasets (e.g. labelled + pseudo QA);
+  each element gains `source` (its dataset's position in `datasets`). The
+  interleaving is deterministic and follows the weights exactly; shuffle the
+  inputs (make_dataset does) to randomise what each slot draws."""
+  if len(datasets) != len(weights) or not datasets:
+    raise ValueError(f"need one weight per dataset, got {len(datasets)} and {len(weights)}")
+  if any(w <= 0 for w in weights):
+    raise ValueError(f"mixture weights must be > 0, got {list(weights)}")
+  tagged = [ds.map(_Tag(k)) for k, ds in enumerate(datasets)]
+  ds = grain.MapDataset.mix(tagged, weights=[float(w) for w in weights])
+  if batch_size is not None:
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds
+
+
+class _Tag(grain.transforms.Map):
+  def __init__(self, source: int):
+    self.source = source
+
+  def map(self, element):
+    return {**element, "source": np.int32(self.source)}

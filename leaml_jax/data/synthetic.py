@@ -1,0 +1,210 @@
+"""Three procedural, seeded, offline VQA domains (the embedded default).
+
+  synthetic_general    everyday scenes; the demo's base model is pre-trained here
+  synthetic_endoscopy  GI-endoscopy look, Kvasir-VQA-like questions
+  synthetic_sports     4-frame clips tiled 2x2, SPORTU-like 4-option questions
+
+Every example is a dict
+  {"id", "image": uint8 [H, W, 3], "qa": [{"question", "answer", "type",
+   "category", "difficulty", "options": dict | None}], "facts": dict,
+   "caption": str (teacher: imperfect), "gt_caption": str (same words, no errors),
+   "caption_claims": [{"fact", "said", "true"}]}.
+Example i of a (domain, split, seed) depends on nothing else, so generating
+more examples only appends; facts, image, QA and caption draw from separate
+random streams, so changing `caption_error_rate` changes captions only.
+
+Look at a domain:
+  python -m leaml_jax.data.synthetic --show synthetic_endoscopy --out grid.png
+Time generation:
+  python -m leaml_jax.data.synthetic --time synthetic_sports --num 20000
+"""
+import argparse
+import textwrap
+import time
+
+import numpy as np
+
+from leaml_jax.data import synth_endoscopy, synth_general, synth_sports
+from leaml_jax.data.qa_common import MULTI_SEP, Template
+
+DOMAINS = ("synthetic_general", "synthetic_endoscopy", "synthetic_sports")
+SPLITS = ("train", "validation", "test")
+_MODULES = dict(zip(DOMAINS, (synth_general, synth_endoscopy, synth_sports)))
+DEFAULT_IMAGE_SIZE = 32
+DEFAULT_QA_PER_IMAGE = 5
+
+
+def _module(domain: str):
+  if domain not in _MODULES:
+    raise ValueError(f"unknown synthetic domain {domain!r}; expected one of {DOMAINS}")
+  return _MODULES[domain]
+
+
+def templates(domain: str) -> tuple[Template, ...]:
+  return _module(domain).TEMPLATES
+
+
+def question_types(domain: str) -> tuple[str, ...]:
+  return tuple(dict.fromkeys(t.type for t in templates(domain)))
+
+
+def answer_vocab(domain: str) -> dict[str, list[str]]:
+  """Atomic answers per question type. Multi-answer types (several atoms joined
+  by "; ") list the atoms; 4-option types list the option texts (the answer
+  itself is then a letter A-D naming one of the options)."""
+  vocab: dict[str, set] = {}
+  for t in templates(domain):
+    vocab.setdefault(t.type, set()).update(t.answers)
+  return {k: sorted(v) for k, v in vocab.items()}
+
+
+def teacher_missing_terms(domain: str) -> tuple[str, ...]:
+  """Domain words the teacher captioner does not know (never in captions)."""
+  return _module(domain).TEACHER_MISSING_TERMS
+
+
+def match_template(domain: str, question: str) -> Template | None:
+  """The template a question was written from, or None."""
+  for t in templates(domain):
+    if t.pattern().match(question.strip()):
+      return t
+  return None
+
+
+def validate_qa(domain: str, question: str, answer: str, options=None) -> str | None:
+  """Type of a (pseudo) QA whose question, answer and options are well formed
+  for this domain, else None. Used to filter generated pseudo-QA."""
+  t = match_template(domain, question)
+  if t is None or not isinstance(answer, str):
+    return None
+  if t.options:
+    if not options or answer not in options or len(options) != 4:
+      return None
+    values = list(options.values())
+    ok = len(set(values)) == 4 and all(v in t.answers for v in values)
+    return t.type if ok else None
+  if options:
+    return None
+  parts = answer.split(MULTI_SEP) if t.multi else [answer]
+  if (not all(p in t.answers for p in parts) or len(set(parts)) != len(parts)
+      or (t.multi and parts != sorted(parts)) or (len(parts) > 1 and "none" in parts)):
+    return None
+  return t.type
+
+
+def generate_example(domain: str, split: str, index: int, seed: int,
+                     caption_error_rate: float = 0.15, *,
+                     image_size: int = DEFAULT_IMAGE_SIZE,
+                     qa_per_image: int = DEFAULT_QA_PER_IMAGE) -> dict:
+  mod = _module(domain)
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+  seq = np.random.SeedSequence([seed, DOMAINS.index(domain), SPLITS.index(split), index])
+  facts_rng, image_rng, qa_rng, caption_rng = (np.random.default_rng(s) for s in seq.spawn(4))
+  facts = mod.sample_facts(facts_rng)
+  image = mod.render_image(facts, image_size, image_rng)
+  candidates = mod.qa_candidates(facts, qa_rng)
+  keep = sorted(qa_rng.choice(len(candidates), min(qa_per_image, len(candidates)),
+                              replace=False).tolist())
+  by_key = {t.key: t for t in mod.TEMPLATES}
+  qa = []
+  for key, slots, answer, options, category in (candidates[i] for i in keep):
+    t = by_key[key]
+    qa.append({"question": t.fill(**slots), "answer": answer, "type": t.type,
+               "category": category, "difficulty": t.difficulty, "options": options})
+  text, claims = mod.caption(facts, caption_rng, caption_error_rate)
+  gt_text, _ = mod.caption(facts, np.random.default_rng(0), 0.0)
+  return {"id": f"{domain.removeprefix('synthetic_')}-{split}-{index:06d}", "image": image,
+          "qa": qa, "facts": facts, "caption": text, "gt_caption": gt_text,
+          "caption_claims": claims}
+
+
+def generate_examples(domain: str, split: str, num: int, seed: int,
+                      caption_error_rate: float = 0.15, *, start: int = 0,
+                      image_size: int = DEFAULT_IMAGE_SIZE,
+                      qa_per_image: int = DEFAULT_QA_PER_IMAGE) -> list[dict]:
+  """Examples start .. start+num-1 of (domain, split, seed); deterministic."""
+  return [generate_example(domain, split, i, seed, caption_error_rate,
+                           image_size=image_size, qa_per_image=qa_per_image)
+          for i in range(start, start + num)]
+
+
+def corpus(num_per_domain: int = 600, seed: int = 0) -> list[str]:
+  """Every kind of text the synthetic worlds produce (to train the tokenizer)."""
+  from leaml_jax.data import prompts  # pylint: disable=import-outside-toplevel
+  texts = [prompts.caption_prompt(), prompts.qa_gen_prompt()]
+  for domain in DOMAINS:
+    for t in templates(domain):  # every slot value and answer, even if rare
+      for name, values in t.slots:
+        texts += [t.fill(**{name: v}) for v in values]
+      texts += list(t.answers)
+    for ex in generate_examples(domain, "train", num_per_domain, seed):
+      texts += [ex["caption"], ex["gt_caption"]]
+      for q in ex["qa"]:
+        texts.append(prompts.vqa_prompt(q["question"], q["options"]))
+        texts.append(prompts.qa_gen_target(q["question"], q["answer"], q["options"]))
+  return texts
+
+
+# --- looking at a domain -------------------------------------------------------
+
+def show_grid(domain: str, out: str, *, num: int = 12, split: str = "train", seed: int = 0,
+              caption_error_rate: float = 0.15, image_size: int = DEFAULT_IMAGE_SIZE,
+              scale: int = 7, cols: int = 4) -> str:
+  """A PNG grid: each example's model-size image (nearest-upscaled) with its
+  QA and teacher caption printed underneath."""
+  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=import-outside-toplevel
+  exs = generate_examples(domain, split, num, seed, caption_error_rate, image_size=image_size)
+  font = ImageFont.load_default(size=13)
+  side = image_size * scale
+  tile_w = max(side, 360) + 16
+  lines_per = []
+  for ex in exs:
+    lines = [f"{ex['id']}  [{ex['qa'][0]['category']}]"]
+    for q in ex["qa"]:
+      opts = " ".join(f"{k}) {v}" for k, v in q["options"].items()) if q["options"] else ""
+      lines += textwrap.wrap(f"Q: {q['question']} {opts}", 52)
+      lines.append(f"   -> {q['answer']}   ({q['type']}, {q['difficulty']})")
+    lines += textwrap.wrap("teacher: " + ex["caption"], 52)
+    lines_per.append(lines)
+  tile_h = side + 16 + 16 * max(len(ls) for ls in lines_per)
+  rows = -(-len(exs) // cols)
+  sheet = Image.new("RGB", (cols * tile_w, rows * tile_h), "white")
+  draw = ImageDraw.Draw(sheet)
+  for k, (ex, lines) in enumerate(zip(exs, lines_per)):
+    x0, y0 = (k % cols) * tile_w + 8, (k // cols) * tile_h + 8
+    big = Image.fromarray(ex["image"]).resize((side, side), Image.NEAREST)
+    sheet.paste(big, (x0, y0))
+    for j, line in enumerate(lines):
+      draw.text((x0, y0 + side + 4 + 16 * j), line, fill="black", font=font)
+  sheet.save(out)
+  return out
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--show", choices=DOMAINS, help="write a grid of examples")
+  ap.add_argument("--time", choices=DOMAINS, help="time generating --num examples")
+  ap.add_argument("--out", default="grid.png")
+  ap.add_argument("--num", type=int, default=12)
+  ap.add_argument("--split", default="train", choices=SPLITS)
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--caption_error_rate", type=float, default=0.15)
+  ap.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE)
+  args = ap.parse_args(argv)
+  if args.show:
+    print(show_grid(args.show, args.out, num=args.num, split=args.split, seed=args.seed,
+                    caption_error_rate=args.caption_error_rate, image_size=args.image_size))
+  if args.time:
+    t0 = time.perf_counter()
+    exs = generate_examples(args.time, args.split, args.num, args.seed,
+                            args.caption_error_rate, image_size=args.image_size)
+    dt = time.perf_counter() - t0
+    print(f"{args.time}: {len(exs)} examples in {dt:.1f} s "
+          f"({1e3 * dt / max(len(exs), 1):.2f} ms/example)")
+  if not (args.show or args.time):
+    ap.error("nothing to do: pass --show DOMAIN or --time DOMAIN")
+
+
+if __name__ == "__main__":
+  main()
