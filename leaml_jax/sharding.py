@@ -103,32 +103,24 @@ def shard_batch(batch, mesh: Mesh):
 
 def init_sharded(init_fn, mesh: Mesh, *args):
   """Create params already sharded: eval_shape -> shardings -> jitted init (no host copy)."""
-  abstract = jax.eval_shape(init_fn, *args)
-  shardings = param_shardings(abstract, mesh)
-  params = jax.jit(lambda *a: nn.meta.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+  # Rules only, no global mesh: flax's DenseGeneral initialises a flattened kernel, on which
+  # the logical constraint would not fit; out_shardings places the result anyway.
+  with nn.logical_axis_rules(RULES):
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = param_shardings(abstract, mesh)
+    params = jax.jit(lambda *a: nn.meta.unbox(init_fn(*a)), out_shardings=shardings)(*args)
   return params, shardings
 
 
 def with_mesh_rules(mesh: Mesh):
-  """Context for model calls that use `nn.with_logical_constraint`."""
-  return _MeshRules(mesh)
+  """Context for model calls: logical-axis rules in force.
 
-
-class _MeshRules:
-  def __init__(self, mesh):
-    self.mesh = mesh
-    self._ctx = None
-
-  def __enter__(self):
-    self._rules = nn.logical_axis_rules(RULES)
-    self._rules.__enter__()
-    self._mesh_ctx = jax.sharding.use_mesh(self.mesh) if hasattr(jax.sharding, "use_mesh") else self.mesh
-    self._mesh_ctx.__enter__()
-    return self
-
-  def __exit__(self, *exc):
-    self._mesh_ctx.__exit__(*exc)
-    self._rules.__exit__(*exc)
+  The global mesh is deliberately not set: flax's DenseGeneral initialises a flattened
+  kernel that its own logical constraint would not fit. Parameter and batch shardings
+  (jit in/out shardings) fix the layout; XLA propagates it to activations.
+  """
+  del mesh
+  return nn.logical_axis_rules(RULES)
 
 
 def tree_bytes(tree) -> int:

@@ -34,7 +34,7 @@ class TrainState:
 
 
 def _global_norm(tree):
-  return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+  return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
 
 
 def _split_micro(batch, n: int):

@@ -1,0 +1,127 @@
+"""The pure train step: sharding invariance, frozen params, NaN guard, grad accumulation."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from ml_collections import ConfigDict
+
+from leaml_jax import defaults, losses, optim, sharding as shd, train
+from tests import helpers
+
+
+def _opt_cfg(trainable=defaults.TRAIN_ALL, lr=1e-2, wd=0.1, steps=5):
+  c = defaults.train_section(steps=steps, batch_size=8, lr=lr, warmup_steps=1, weight_decay=wd)
+  c.trainable = trainable
+  return c
+
+
+def _run(mesh, steps=5, trainable=defaults.TRAIN_ALL, grad_accum=1, batches=None, wd=0.1, tx=None):
+  model, cfg = helpers.tiny_model()
+  params = helpers.init_params(model, cfg, mesh)
+  tx = tx or optim.make_optimizer(_opt_cfg(trainable, wd=wd), params)
+  state, sh = train.create_state(params, tx, mesh)
+  step = train.jit_train_step(
+      train.make_train_step(losses.lm_loss(model), tx, grad_accum=grad_accum), sh, mesh)
+  rng = np.random.default_rng(1)
+  batches = batches or [helpers.random_batch(rng, cfg) for _ in range(steps)]
+  out = []
+  for b in batches:
+    state, m = step(state, shd.shard_batch(b, mesh), jax.random.key(0))
+    out.append(float(m["loss"]))
+  return state, out, params
+
+
+def test_eight_devices_match_one_device():
+  assert jax.device_count() == 8
+  mesh8 = shd.make_mesh({"data": 2, "fsdp": 4, "tensor": 1})
+  mesh1 = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  s8, l8, _ = _run(mesh8)
+  s1, l1, _ = _run(mesh1)
+  np.testing.assert_allclose(l8, l1, atol=1e-5, rtol=0)
+  assert l8[-1] < l8[0]  # it learns
+  # Params really are split over fsdp on the 8-device mesh.
+  emb = s8.params["llm"]["embedder"]["embedding"]
+  assert len(emb.sharding.device_set) == 8
+
+
+def test_tensor_parallel_matches():
+  mesh_t = shd.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
+  mesh1 = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  _, lt, _ = _run(mesh_t, steps=3)
+  _, l1, _ = _run(mesh1, steps=3)
+  np.testing.assert_allclose(lt, l1, atol=1e-5, rtol=0)
+
+
+def test_frozen_params_bit_identical_with_weight_decay():
+  mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  rules = ((r"img/.*", False), (r"llm/embedder/.*", False), (r".*", True))
+  model, cfg = helpers.tiny_model()
+  init = jax.device_get(helpers.init_params(model, cfg, mesh))
+  state, _, _ = _run(mesh, trainable=rules, wd=0.5)
+  final = jax.device_get(state.params)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(final):
+    name = optim.path_str(path)
+    before = np.asarray(_get(init, name))
+    if name.startswith(("img/", "llm/embedder/")):
+      assert np.array_equal(leaf, before), name
+  assert not np.array_equal(final["llm"]["final_norm"]["scale"], init["llm"]["final_norm"]["scale"])
+
+
+def _get(tree, name):
+  for k in name.split("/"):
+    tree = tree[k]
+  return tree
+
+
+def test_uncovered_parameter_fails():
+  params = {"a": {"kernel": jnp.zeros((2, 2))}, "b": {"bias": jnp.zeros(2)}}
+  with pytest.raises(ValueError, match="b/bias"):
+    optim.trainable_mask(params, [(r"a/.*", True)])
+
+
+def test_grad_accumulation_matches_full_batch():
+  mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  model, cfg = helpers.tiny_model()
+  rng = np.random.default_rng(3)
+  batches = [helpers.random_batch(rng, cfg) for _ in range(2)]
+  # Same number of loss tokens per micro-batch, so mean-of-means == overall mean.
+  for b in batches:
+    b["mask_input"][:] = 1
+    b["mask_loss"] = b["mask_ar"].copy()
+  # Plain SGD: Adam's normalisation would amplify float rounding in near-zero gradients.
+  s1, l1, _ = _run(mesh, batches=batches, tx=optax.sgd(0.1))
+  s2, l2, _ = _run(mesh, batches=batches, grad_accum=2, tx=optax.sgd(0.1))
+  np.testing.assert_allclose(l1, l2, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_nan_loss_keeps_state_and_reports():
+  mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  model, cfg = helpers.tiny_model()
+  params = helpers.init_params(model, cfg, mesh)
+  tx = optim.make_optimizer(_opt_cfg(), params)
+  state, sh = train.create_state(params, tx, mesh)
+  before = jax.device_get(state.params)
+  step = train.jit_train_step(train.make_train_step(losses.lm_loss(model), tx), sh, mesh)
+  b = helpers.random_batch(np.random.default_rng(0), cfg)
+  b["image"][0, 0, 0, 0] = np.nan
+  state, m = step(state, shd.shard_batch(b, mesh), jax.random.key(0))
+  assert float(m["ok"]) == 0.0 and int(state.step) == 0
+  for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params))):
+    assert np.array_equal(x, y)
+  it = iter([b] * 3)
+  with pytest.raises(train.NonFiniteLossError, match="NaN/Inf"):
+    train.fit(state=state, step_fn=step, data_iter=it, num_steps=3, rng=jax.random.key(0),
+              mesh=mesh, log_every=1)
+
+
+def test_flops_estimate_matches_hand_count():
+  _, cfg = helpers.tiny_model()
+  vit, lm = cfg.vit, cfg.lm
+  n_img, L = 16, 10
+  hand = 6 * (vit.depth * (4 * 64 * 64 + 2 * 64 * 128)) * n_img
+  hand += 6 * (lm.depth * (96 * 24 * (2 * 4 + 2 * 1) + 3 * 96 * 256) + 96 * 64) * (n_img + L)
+  hand += 12 * vit.depth * n_img ** 2 * 64 + 12 * lm.depth * (n_img + L) ** 2 * 4 * 24
+  assert train.model_flops_per_example(cfg, L) == hand
