@@ -56,45 +56,53 @@ class Canvas:
   def multiply(self, factor_HW):
     self.rgb_HWC = self.rgb_HWC * np.asarray(factor_HW, np.float32)[..., None]
 
-  # --- masks (return bool/float masks; draw with blend) -------------------
-  def ellipse_mask(self, cx, cy, rx, ry):
-    return ((self.xx - cx) / rx) ** 2 + ((self.yy - cy) / ry) ** 2 <= 1.0
+  # --- shapes: each is blended only inside its bounding box (fast) ---------
+  def _box(self, x0, y0, x1, y1):
+    """Pixel slices covering [x0, x1] x [y0, y1], plus the sub-grids there."""
+    h, w = self.yy.shape
+    r0, r1 = max(int(y0 * h), 0), min(int(np.ceil(y1 * h)) + 1, h)
+    c0, c1 = max(int(x0 * w), 0), min(int(np.ceil(x1 * w)) + 1, w)
+    sl = (slice(r0, max(r0, r1)), slice(c0, max(c0, c1)))
+    return sl, self.yy[sl], self.xx[sl]
 
-  def rect_mask(self, x0, y0, x1, y1):
-    return (self.xx >= x0) & (self.xx < x1) & (self.yy >= y0) & (self.yy < y1)
+  def _blend_in(self, sl, mask, color, alpha):
+    if alpha == 1.0 and mask.dtype == bool:  # opaque: plain assignment (fast path)
+      self.rgb_HWC[sl][mask] = color
+      return
+    a = (np.asarray(mask, np.float32) * alpha)[..., None]
+    self.rgb_HWC[sl] = self.rgb_HWC[sl] * (1 - a) + np.asarray(color, np.float32) * a
 
-  def segment_dist(self, x0, y0, x1, y1):
-    dx, dy = x1 - x0, y1 - y0
-    t = ((self.xx - x0) * dx + (self.yy - y0) * dy) / max(dx * dx + dy * dy, 1e-9)
-    t = np.clip(t, 0, 1)
-    return np.hypot(self.xx - (x0 + t * dx), self.yy - (y0 + t * dy))
-
-  def triangle_mask(self, p0, p1, p2):
-    def side(a, b):
-      return (b[0] - a[0]) * (self.yy - a[1]) - (b[1] - a[1]) * (self.xx - a[0])
-    s0, s1, s2 = side(p0, p1), side(p1, p2), side(p2, p0)
-    return ((s0 >= 0) & (s1 >= 0) & (s2 >= 0)) | ((s0 <= 0) & (s1 <= 0) & (s2 <= 0))
-
-  # --- shapes -------------------------------------------------------------
   def ellipse(self, cx, cy, rx, ry, color, alpha=1.0):
-    self.blend(self.ellipse_mask(cx, cy, rx, ry), color, alpha)
+    sl, yy, xx = self._box(cx - rx, cy - ry, cx + rx, cy + ry)
+    self._blend_in(sl, ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0, color, alpha)
 
   def disk(self, cx, cy, r, color, alpha=1.0):
     self.ellipse(cx, cy, r, r, color, alpha)
 
   def rect(self, x0, y0, x1, y1, color, alpha=1.0):
-    self.blend(self.rect_mask(x0, y0, x1, y1), color, alpha)
+    sl, yy, xx = self._box(x0, y0, x1, y1)
+    self._blend_in(sl, (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1), color, alpha)
 
   def line(self, x0, y0, x1, y1, width, color, alpha=1.0):
-    self.blend(self.segment_dist(x0, y0, x1, y1) <= width / 2, color, alpha)
+    r = width / 2
+    sl, yy, xx = self._box(min(x0, x1) - r, min(y0, y1) - r, max(x0, x1) + r, max(y0, y1) + r)
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
+    self._blend_in(sl, np.hypot(xx - (x0 + t * dx), yy - (y0 + t * dy)) <= r, color, alpha)
 
   def triangle(self, p0, p1, p2, color, alpha=1.0):
-    self.blend(self.triangle_mask(p0, p1, p2), color, alpha)
+    xs, ys = (p0[0], p1[0], p2[0]), (p0[1], p1[1], p2[1])
+    sl, yy, xx = self._box(min(xs), min(ys), max(xs), max(ys))
+    def side(a, b):
+      return (b[0] - a[0]) * (yy - a[1]) - (b[1] - a[1]) * (xx - a[0])
+    s0, s1, s2 = side(p0, p1), side(p1, p2), side(p2, p0)
+    inside = ((s0 >= 0) & (s1 >= 0) & (s2 >= 0)) | ((s0 <= 0) & (s1 <= 0) & (s2 <= 0))
+    self._blend_in(sl, inside, color, alpha)
 
   def outline_rect(self, x0, y0, x1, y1, width, color):
-    outer = self.rect_mask(x0, y0, x1, y1)
-    inner = self.rect_mask(x0 + width, y0 + width, x1 - width, y1 - width)
-    self.blend(outer & ~inner, color)
+    for box in ((x0, y0, x1, y0 + width), (x0, y1 - width, x1, y1),
+                (x0, y0, x0 + width, y1), (x1 - width, y0, x1, y1)):
+      self.rect(*box, color)
 
   def to_uint8(self):
     h, w = self.out_hw
@@ -102,18 +110,21 @@ class Canvas:
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=32)
+def _lerp_matrix(n: int, cells: int) -> np.ndarray:
+  """[n, cells + 1] linear-interpolation weights from grid knots to n pixels."""
+  pos = np.linspace(0, cells, n)
+  i0 = np.minimum(pos.astype(int), cells - 1)
+  m = np.zeros((n, cells + 1), np.float32)
+  m[np.arange(n), i0] = 1 - (pos - i0)
+  m[np.arange(n), i0 + 1] = pos - i0
+  return m
+
+
 def smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int):
   """Value noise in [-1, 1]: a cells x cells random grid, bilinearly upsampled."""
   grid = rng.uniform(-1, 1, (cells + 1, cells + 1)).astype(np.float32)
-  ys = np.linspace(0, cells, h, dtype=np.float32)
-  xs = np.linspace(0, cells, w, dtype=np.float32)
-  y0 = np.minimum(ys.astype(int), cells - 1)
-  x0 = np.minimum(xs.astype(int), cells - 1)
-  fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-  g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
-  g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
-  return (g00 * (1 - fy) * (1 - fx) + g01 * (1 - fy) * fx
-          + g10 * fy * (1 - fx) + g11 * fy * fx)
+  return _lerp_matrix(h, cells) @ grid @ _lerp_matrix(w, cells).T
 
 
 def shade(color, factor):

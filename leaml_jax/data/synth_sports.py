@@ -67,9 +67,9 @@ def sample_facts(rng: np.random.Generator) -> dict:
   length = rng.uniform(0.4, 0.55)
   nx = int(rng.integers(2 if action == "pass" else 1, 3))
   ny = int(rng.integers(1, 3))
-  if action == "shot":  # shoot from the half facing the goal
+  if action == "shot":  # a long shot at the goal it faces
     gx = 0.88 if direction == "right" else 0.12
-    p0 = np.array([0.5 + 0.1 * u[0] + rng.uniform(-0.05, 0.05), rng.uniform(0.35, 0.65)])
+    p0 = np.array([0.5 - 0.1 * u[0] + rng.uniform(-0.05, 0.05), rng.uniform(0.35, 0.65)])
     target = np.array([gx, 0.5])
   else:
     lo, hi = np.where(u < 0, 0.15 + length * -u, 0.15), np.where(u > 0, 0.85 - length * u, 0.85)
@@ -106,8 +106,9 @@ def sample_facts(rng: np.random.Generator) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def _field(sport, frame):
-  cv = render.Canvas(frame)
+def _field(sport: str, size: int) -> np.ndarray:
+  """The empty pitch, tiled 2x2 (one per frame), as a supersampled canvas."""
+  cv = render.Canvas(size // 2)
   cv.fill(FIELD_RGB[sport])
   line = {"soccer": (240, 240, 240), "basketball": (90, 50, 20),
           "hockey": (200, 30, 40), "handball": (240, 240, 240)}[sport]
@@ -125,31 +126,28 @@ def _field(sport, frame):
   goal = (240, 240, 240) if sport in ("soccer", "handball") else (200, 30, 40)
   for x0 in (0.06, 0.89):
     cv.rect(x0, 0.36, x0 + 0.05, 0.64, goal)
-  cv.outline_rect(0, 0, 1, 1, 1 / frame, (25, 25, 25))  # frame border
-  return cv.rgb_HWC
+  cv.outline_rect(0, 0, 1, 1, 2 / size, (25, 25, 25))  # frame border
+  return np.tile(cv.rgb_HWC, (2, 2, 1))
 
 
 def render_image(facts: dict, size: int, rng: np.random.Generator) -> np.ndarray:
   if size % 2:
     raise ValueError(f"sports image size must be even (2x2 frames), got {size}")
-  frame = size // 2
   del rng  # clips are fully determined by their facts
-  field = _field(facts["sport"], frame)
+  cv = render.Canvas(size)
+  cv.rgb_HWC = _field(facts["sport"], size).copy()
   ball_rgb = render.PALETTE[BALL[facts["sport"]]]
-  out = np.zeros((size, size, 3), np.uint8)
+  ball_rim = (20, 20, 20) if BALL[facts["sport"]] != "black" else (250, 250, 250)
   for t in range(NUM_FRAMES):
-    cv = render.Canvas(frame)
-    cv.rgb_HWC = field.copy()
+    ox, oy = (t % 2) / 2, (t // 2) / 2  # frame t's corner; frame coords are halved
     for p in facts["players"]:
       x, y = p["xy"][t]
-      cv.ellipse(x, y, 0.1, 0.135, (20, 20, 20))
-      cv.ellipse(x, y, 0.075, 0.11, render.PALETTE[p["team"]])
+      cv.ellipse(ox + x / 2, oy + y / 2, 0.05, 0.0675, (20, 20, 20))
+      cv.ellipse(ox + x / 2, oy + y / 2, 0.0375, 0.055, render.PALETTE[p["team"]])
     bx, by = facts["ball"][t]
-    cv.disk(bx, by, 0.095, (20, 20, 20) if BALL[facts["sport"]] != "black" else (250, 250, 250))
-    cv.disk(bx, by, 0.065, ball_rgb)
-    r0, c0 = (t // 2) * frame, (t % 2) * frame
-    out[r0:r0 + frame, c0:c0 + frame] = cv.to_uint8()
-  return out
+    cv.disk(ox + bx / 2, oy + by / 2, 0.0475, ball_rim)
+    cv.disk(ox + bx / 2, oy + by / 2, 0.0325, ball_rgb)
+  return cv.to_uint8()
 
 
 def qa_candidates(facts: dict, rng: np.random.Generator):
