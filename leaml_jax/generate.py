@@ -1,0 +1,158 @@
+"""Text generation: prefill + KV-cache decode in one jitted `lax.while_loop`.
+
+Axis legend: B batch, L prompt length (after bucketing), M max_new_tokens, V vocab.
+
+`generate(model, params, batch, ...)` pads the prompt length up to a multiple of
+`bucket` (after dropping columns that are padding in every row), so one compiled
+function serves all prompts of similar length. Compiled functions are cached per
+(model config, max_new_tokens, eos/pad ids, greedy-or-sampling, shardings); jax.jit
+then caches per input shape. With sharded params the loop is jitted with the params'
+own shardings as `in_shardings` (no copy).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec
+
+from leaml_jax.models.vlm import VLM
+
+BATCH_KEYS = ("image", "text", "mask_ar", "mask_input")
+_COMPILED: dict[Any, Any] = {}
+
+
+def sample_top_p(logits_BV: jax.Array, temperature, top_p, key) -> jax.Array:
+  """Temperature + nucleus sampling: draw among the smallest set of most likely tokens whose
+  probability mass reaches top_p (the most likely token is always in the set)."""
+  logits = logits_BV.astype(jnp.float32) / temperature
+  order_BV = jnp.argsort(-logits, axis=-1)
+  sorted_logits = jnp.take_along_axis(logits, order_BV, axis=-1)
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  keep = mass_before < top_p
+  choice = jax.random.categorical(key, jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
+  return jnp.take_along_axis(order_BV, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+def _decode_loop(model: VLM, params, batch, temperature, top_p, rng, *, max_new_tokens: int,
+                 eos_ids: tuple[int, ...], pad_id: int, sample: bool):
+  M = max_new_tokens
+  B, L = batch["text"].shape
+  cache_len = model.cfg.num_image_tokens + L + M
+  variables = {"params": params}
+  logits, cache = model.apply(variables, batch["image"], batch["text"], batch["mask_ar"],
+                              batch["mask_input"], cache_len=cache_len, method=VLM.prefill)
+
+  def pick(logits_BV, key):
+    if sample:
+      return sample_top_p(logits_BV, temperature, top_p, key)
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+
+  def is_eos(tok_B):
+    return jnp.isin(tok_B, jnp.asarray(eos_ids, jnp.int32))
+
+  rng, key = jax.random.split(rng)
+  tok = pick(logits, key)
+  out = jnp.full((B, M), pad_id, jnp.int32).at[:, 0].set(tok)
+
+  def cond(state):
+    step, _, _, done, _, _ = state
+    return (step < M) & ~jnp.all(done)
+
+  def body(state):
+    step, tok, cache, done, out, rng = state
+    logits, cache = model.apply(variables, tok, cache, method=VLM.decode_step)
+    rng, key = jax.random.split(rng)
+    new = jnp.where(done, pad_id, pick(logits, key))
+    out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))
+    return step + 1, new, cache, done | is_eos(new), out, rng
+
+  state = (jnp.int32(1), tok, cache, is_eos(tok), out, rng)
+  return jax.lax.while_loop(cond, body, state)[4]
+
+
+def make_generate_fn(model: VLM, *, max_new_tokens: int, eos_id: int | Sequence[int], pad_id: int,
+                     sample: bool = False, param_shardings=None, batch_shardings=None):
+  """Jitted fn(params, batch, temperature, top_p, rng) -> tokens [B, M] int32 (cached).
+
+  param_shardings / batch_shardings: pytrees of `jax.sharding.Sharding` (or None = let jit
+  follow the arguments). Outputs are replicated when a mesh is in use.
+  """
+  if max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  eos_ids = tuple(int(e) for e in np.atleast_1d(eos_id))
+  flat_sh = tuple(jax.tree.leaves(param_shardings)) + tuple(jax.tree.leaves(batch_shardings))
+  key = (type(model), model.cfg, max_new_tokens, eos_ids, int(pad_id), bool(sample),
+         jax.tree.structure(param_shardings), jax.tree.structure(batch_shardings), flat_sh)
+  if key not in _COMPILED:
+    fn = functools.partial(_decode_loop, model, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                           pad_id=int(pad_id), sample=bool(sample))
+    if param_shardings is None:
+      _COMPILED[key] = jax.jit(fn)
+    else:
+      mesh = _mesh_of(param_shardings)
+      replicated = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
+      if batch_shardings is None:
+        batch_shardings = {k: replicated for k in BATCH_KEYS}
+      _COMPILED[key] = jax.jit(fn, in_shardings=(param_shardings, batch_shardings, replicated,
+                                                 replicated, replicated),
+                               out_shardings=replicated)
+  return _COMPILED[key]
+
+
+def _mesh_of(shardings):
+  for s in jax.tree.leaves(shardings):
+    if isinstance(s, NamedSharding):
+      return s.mesh
+  raise ValueError("param shardings must be NamedShardings over one mesh (from leaml_jax.sharding)")
+
+
+def _bucketed(batch: dict, bucket: int | None, pad_id: int) -> dict:
+  """Drops all-padding prompt columns, then right-pads the length up to a multiple of bucket."""
+  missing = [k for k in BATCH_KEYS if k not in batch]
+  if missing:
+    raise KeyError(f"generate: batch lacks {missing}; it needs {BATCH_KEYS} (prompt part only)")
+  arrays = {k: batch[k] for k in BATCH_KEYS}
+  if not all(getattr(a, "is_fully_addressable", True) for a in arrays.values()) or not bucket:
+    return arrays  # multi-host global arrays: keep the caller's fixed shape
+  mask_input = np.asarray(arrays["mask_input"])
+  if not mask_input.any(axis=1).all():
+    raise ValueError("generate: every row needs at least one real prompt token (mask_input = 1)")
+  used = int(np.max(np.nonzero(mask_input.any(axis=0))[0])) + 1
+  length = -(-used // bucket) * bucket
+  out = {"image": arrays["image"]}
+  for k, fill in (("text", pad_id), ("mask_ar", 1), ("mask_input", 0)):
+    a = np.asarray(arrays[k])[:, :used].astype(np.int32)
+    out[k] = np.pad(a, [(0, 0), (0, length - used)], constant_values=fill)
+  return out
+
+
+def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: int | Sequence[int],
+             pad_id: int, temperature: float = 0.0, top_p: float = 1.0, rng=None,
+             bucket: int | None = 16, shardings=None, batch_shardings=None) -> np.ndarray:
+  """Greedy (temperature == 0) or temperature + top-p sampling; returns [B, max_new_tokens] int32.
+
+  batch: image [B,H,W,3], text [B,L] right-padded prompt, mask_ar, mask_input (prompt part only).
+  Tokens after a row's first EOS are `pad_id`; the loop stops once every row has hit EOS.
+  shardings: the params' shardings (default: their own `.sharding` when they live on a mesh).
+  """
+  if temperature < 0 or not 0 < top_p <= 1:
+    raise ValueError(f"generate: need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+  params = nn.meta.unbox(params)
+  if shardings is None:
+    leaves = jax.tree.leaves(params)
+    if leaves and all(isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) for x in leaves):
+      shardings = jax.tree.map(lambda x: x.sharding, params)
+  batch = _bucketed(batch, bucket, pad_id)
+  sample = temperature > 0
+  fn = make_generate_fn(model, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                        sample=sample, param_shardings=shardings, batch_shardings=batch_shardings)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  tokens = fn(params, batch, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), rng)
+  return np.asarray(jax.device_get(tokens)).astype(np.int32)
