@@ -82,7 +82,7 @@ def mc_options(rng: np.random.Generator, answer: str, distractors, n: int = 4):
   pool = [d for d in dict.fromkeys(distractors) if d != answer]
   if len(pool) < n - 1:
     raise ValueError(f"need {n - 1} distractors for {answer!r}, got {pool}")
-  picks = [pool[i] for i in rng.choice(len(pool), n - 1, replace=False)]
+  picks = [pool[i] for i in rng.permutation(len(pool))[:n - 1]]
   values = [answer] + picks
   order = rng.permutation(n)
   letters = "ABCDEFGH"[:n]

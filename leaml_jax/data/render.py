@@ -73,6 +73,14 @@ class Canvas:
     self.rgb_HWC[sl] = self.rgb_HWC[sl] * (1 - a) + np.asarray(color, np.float32) * a
 
   def ellipse(self, cx, cy, rx, ry, color, alpha=1.0):
+    if alpha == 1.0:  # opaque: stamp a cached mask (centre snapped to half a pixel)
+      h, w = self.yy.shape
+      (r0, c0), mask = _ellipse_stamp(cx * w, cy * h, rx * w, ry * h)
+      r1, c1 = r0 + mask.shape[0], c0 + mask.shape[1]
+      mask = mask[max(-r0, 0):mask.shape[0] - max(r1 - h, 0),
+                  max(-c0, 0):mask.shape[1] - max(c1 - w, 0)]
+      self.rgb_HWC[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)][mask] = color
+      return
     sl, yy, xx = self._box(cx - rx, cy - ry, cx + rx, cy + ry)
     self._blend_in(sl, ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0, color, alpha)
 
@@ -119,6 +127,22 @@ def _lerp_matrix(n: int, cells: int) -> np.ndarray:
   m[np.arange(n), i0] = 1 - (pos - i0)
   m[np.arange(n), i0 + 1] = pos - i0
   return m
+
+
+def _ellipse_stamp(x, y, rx, ry):
+  """Top-left pixel and boolean mask of an ellipse centred at pixel coords (x, y)."""
+  kx, ky = int(np.floor(x)), int(np.floor(y))
+  qx, qy = round((x - kx) * 2) / 2, round((y - ky) * 2) / 2
+  return (ky - int(np.ceil(ry)) - 1, kx - int(np.ceil(rx)) - 1), \
+      _stamp(round(rx, 3), round(ry, 3), qx, qy)
+
+
+@functools.lru_cache(maxsize=512)
+def _stamp(rx, ry, qx, qy):
+  nx, ny = int(np.ceil(rx)) + 1, int(np.ceil(ry)) + 1
+  dy = np.arange(-ny, ny + 1)[:, None] + 0.5 - qy
+  dx = np.arange(-nx, nx + 1)[None, :] + 0.5 - qx
+  return (dx / rx) ** 2 + (dy / ry) ** 2 <= 1.0
 
 
 def smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int):

@@ -14,7 +14,7 @@ from leaml_jax.data.qa_common import (GRID_LOCATIONS, NUMBER_WORDS, Teller, Temp
                                       grid_cell_center, join_multi)
 
 CATEGORIES = ("normal", "polyp", "inflammation", "instrument")
-CATEGORY_P = (0.2, 0.3, 0.25, 0.25)
+CATEGORY_P = (0.15, 0.35, 0.2, 0.3)  # roughly balances the yes/no and count answers
 PROCEDURES = ("colonoscopy", "gastroscopy")
 LESION_KINDS = ("polyp", "ulcer", "inflammation")
 LESION_COLORS = {"polyp": ("red", "pink"), "ulcer": ("white", "yellow"),
@@ -75,8 +75,10 @@ def sample_facts(rng: np.random.Generator) -> dict:
       cell = free.pop(rng.integers(len(free)))
       instruments.append({"location": cell, "edge": ("right", "bottom", "left")[rng.integers(3)]})
   kinds = []
-  if category == "polyp" or (category == "instrument" and rng.random() < 0.5):
-    kinds = ["polyp"] * (int(rng.integers(1, 4)) if category == "polyp" else 1)
+  if category == "polyp":
+    kinds = ["polyp"] * int(rng.choice(3, p=(0.6, 0.3, 0.1)) + 1)
+  elif category == "instrument" and rng.random() < 0.6:  # e.g. a polypectomy
+    kinds = ["polyp"]
   elif category == "inflammation":
     kinds = [("ulcer", "inflammation")[rng.integers(2)] for _ in range(rng.integers(1, 3))]
   colors = {k: LESION_COLORS[k][rng.integers(2)] for k in LESION_KINDS}

@@ -91,12 +91,11 @@ def sample_facts(rng: np.random.Generator) -> dict:
   players.insert(0, (cx, actor))
   others = [cx] * (nx - sum(c == cx for c, _ in players)) + \
       [cy] * (ny - sum(c == cy for c, _ in players))
-  for color in others:  # bystanders away from the ball's path
-    for _ in range(50):
-      q = rng.uniform(0.15, 0.85, 2)
-      if np.min(np.hypot(*(ball - q).T)) > 0.2 and all(
-          np.min(np.hypot(*(pos - q).T)) > 0.18 for _, pos in players):
-        break
+  for color in others:  # bystanders away from the ball's path and the others
+    cand_K2 = rng.uniform(0.15, 0.85, (32, 2))
+    taken_P2 = np.concatenate([ball] + [pos for _, pos in players])
+    gap_K = np.linalg.norm(cand_K2[:, None] - taken_P2[None], axis=-1).min(axis=1)
+    q = cand_K2[np.argmax(gap_K > 0.2)]  # first far-enough candidate (else the first)
     players.append((color, q + rng.uniform(-0.03, 0.03, (NUM_FRAMES, 2))))
   end_team = {"pass": cx, "dribble": cx, "interception": cy, "shot": "nobody"}[action]
   return {"sport": sport, "teams": [cx, cy], "counts": {cx: nx, cy: ny},
@@ -141,12 +140,12 @@ def render_image(facts: dict, size: int, rng: np.random.Generator) -> np.ndarray
   for t in range(NUM_FRAMES):
     ox, oy = (t % 2) / 2, (t // 2) / 2  # frame t's corner; frame coords are halved
     for p in facts["players"]:
-      x, y = p["xy"][t]
-      cv.ellipse(ox + x / 2, oy + y / 2, 0.05, 0.0675, (20, 20, 20))
-      cv.ellipse(ox + x / 2, oy + y / 2, 0.0375, 0.055, render.PALETTE[p["team"]])
-    bx, by = facts["ball"][t]
-    cv.disk(ox + bx / 2, oy + by / 2, 0.0475, ball_rim)
-    cv.disk(ox + bx / 2, oy + by / 2, 0.0325, ball_rgb)
+      x, y = ox + p["xy"][t][0] / 2, oy + p["xy"][t][1] / 2
+      cv.ellipse(x, y, 0.05, 0.0675, (20, 20, 20))
+      cv.ellipse(x, y, 0.0375, 0.055, render.PALETTE[p["team"]])
+    x, y = ox + facts["ball"][t][0] / 2, oy + facts["ball"][t][1] / 2
+    cv.disk(x, y, 0.0475, ball_rim)
+    cv.disk(x, y, 0.0325, ball_rgb)
   return cv.to_uint8()
 
 
