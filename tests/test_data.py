@@ -426,6 +426,11 @@ def test_mixture_follows_weights():
   it = iter(mixed)
   sources = np.concatenate([next(it)["source"] for _ in range(10)])
   assert abs(np.mean(sources == 0) - 0.8) < 0.02
+  state, want = it.get_state(), next(it)  # mixtures resume too
+  again = iter(mixed)
+  again.set_state(state)
+  got = next(again)
+  assert np.array_equal(got["source"], want["source"]) and np.array_equal(got["index"], want["index"])
 
 
 def test_iterator_state_resumes_at_the_same_batch():
@@ -442,3 +447,16 @@ def test_iterator_state_resumes_at_the_same_batch():
     got = next(resumed)
     assert np.array_equal(got["index"], want["index"])
     assert np.array_equal(got["text"], want["text"])
+
+
+def test_hf_adapter_matches_the_native_tokenizer():
+  import transformers
+  tok = synth_tok()
+  hf = transformers.PreTrainedTokenizerFast(tokenizer_object=tok.tok, bos_token="<bos>",
+                                            eos_token="<eos>", pad_token="<pad>")
+  wrapped = tokenizer.HFTokenizer(hf)
+  assert (wrapped.pad_id, wrapped.bos_id, wrapped.eos_id) == (0, 1, 2)
+  text = examples("synthetic_endoscopy")[0]["caption"]
+  assert wrapped.encode(text) == tok.encode(text)
+  ids = [1] + tok.encode(text) + [2, 5]
+  assert wrapped.decode(ids) == tok.decode(ids) == text

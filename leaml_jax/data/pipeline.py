@@ -143,15 +143,24 @@ class _Encode(grain.transforms.Map):
     return out
 
 
+def _to_iter(ds: grain.MapDataset, prefetch: int) -> grain.IterDataset:
+  # grain's default read-ahead (16 threads, 500 elements) would hold hundreds
+  # of float32 image batches and fight the train step for a small CPU; one
+  # thread a few batches ahead is plenty. prefetch=0 reads synchronously.
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if prefetch else 0,
+                                              prefetch_buffer_size=prefetch))
+
+
 def make_dataset(records, tok, *, batch_size: int | None, text_len: int, seed: int,
                  shuffle: bool = True, num_epochs: int | None = None,
                  shard_index: int | None = None, shard_count: int | None = None,
-                 drop_remainder: bool = True) -> grain.MapDataset:
-  """Encoded (and, unless batch_size is None, batched) examples of `records`.
+                 drop_remainder: bool = True, prefetch: int = 2):
+  """Encoded examples of `records`: batched, an IterDataset reading `prefetch`
+  batches ahead; with batch_size=None, an unbatched MapDataset (to `mix`).
 
   Rows are split across hosts first (host i takes rows i, i+n, ...), then
   shuffled with `seed` (a new order each epoch). num_epochs=None repeats
-  forever. With batch_size=None the examples stay unbatched (to `mix`)."""
+  forever."""
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -164,26 +173,27 @@ def make_dataset(records, tok, *, batch_size: int | None, text_len: int, seed: i
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
   ds = ds.map(_Encode(records, tok, text_len))
-  if batch_size is not None:
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  return ds
+  if batch_size is None:
+    return ds
+  return _to_iter(ds.batch(batch_size, drop_remainder=drop_remainder), prefetch)
 
 
 def mix(datasets, weights, *, batch_size: int | None = None,
-        drop_remainder: bool = True) -> grain.MapDataset:
+        drop_remainder: bool = True, prefetch: int = 2):
   """Weighted mixture of unbatched datasets (e.g. labelled + pseudo QA);
   each element gains `source` (its dataset's position in `datasets`). The
   interleaving is deterministic and follows the weights exactly; shuffle the
-  inputs (make_dataset does) to randomise what each slot draws."""
+  inputs (make_dataset does) to randomise what each slot draws. Batched:
+  an IterDataset like make_dataset's; unbatched: a MapDataset."""
   if len(datasets) != len(weights) or not datasets:
     raise ValueError(f"need one weight per dataset, got {len(datasets)} and {len(weights)}")
   if any(w <= 0 for w in weights):
     raise ValueError(f"mixture weights must be > 0, got {list(weights)}")
   tagged = [ds.map(_Tag(k)) for k, ds in enumerate(datasets)]
   ds = grain.MapDataset.mix(tagged, weights=[float(w) for w in weights])
-  if batch_size is not None:
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  return ds
+  if batch_size is None:
+    return ds
+  return _to_iter(ds.batch(batch_size, drop_remainder=drop_remainder), prefetch)
 
 
 class _Tag(grain.transforms.Map):

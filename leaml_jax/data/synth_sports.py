@@ -95,7 +95,7 @@ def sample_facts(rng: np.random.Generator) -> dict:
     cand_K2 = rng.uniform(0.15, 0.85, (32, 2))
     taken_P2 = np.concatenate([ball] + [pos for _, pos in players])
     gap_K = np.linalg.norm(cand_K2[:, None] - taken_P2[None], axis=-1).min(axis=1)
-    q = cand_K2[np.argmax(gap_K > 0.2)]  # first far-enough candidate (else the first)
+    q = cand_K2[np.argmax(gap_K)]  # the candidate farthest from everything
     players.append((color, q + rng.uniform(-0.03, 0.03, (NUM_FRAMES, 2))))
   end_team = {"pass": cx, "dribble": cx, "interception": cy, "shot": "nobody"}[action]
   return {"sport": sport, "teams": [cx, cy], "counts": {cx: nx, cy: ny},
