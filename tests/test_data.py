@@ -264,6 +264,7 @@ def test_tfds_roundtrip(tmp_path):
   path = builders.build("synthetic_sports", str(tmp_path), num_train=5, num_test=2, seed=1)
   train = builders.load_source(path, "train")
   assert len(train) == 5 and len(builders.load_source(path, "test")) == 2
+  assert train.ids() == [f"sports-train-{i:06d}" for i in range(5)]
   want = synthetic.generate_examples("synthetic_sports", "train", 5, 1)
   for i, w in enumerate(want):
     got = train[i]

@@ -188,6 +188,10 @@ class Source:
   def __getitem__(self, index: int) -> dict:
     return decode_example(self.raw[int(index)], self.question_types)
 
+  def ids(self) -> list[str]:
+    """Example ids without decoding any image."""
+    return [_text(self.raw[i]["id"]) for i in range(len(self))]
+
   def __repr__(self):
     return f"Source({len(self)} examples)"
 

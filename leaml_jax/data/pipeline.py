@@ -143,12 +143,15 @@ class _Encode(grain.transforms.Map):
     return out
 
 
-def _to_iter(ds: grain.MapDataset, prefetch: int) -> grain.IterDataset:
-  # grain's default read-ahead (16 threads, 500 elements) would hold hundreds
-  # of float32 image batches and fight the train step for a small CPU; one
-  # thread a few batches ahead is plenty. prefetch=0 reads synchronously.
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if prefetch else 0,
-                                              prefetch_buffer_size=prefetch))
+def batch(ds: grain.MapDataset, batch_size: int, *, drop_remainder: bool = True,
+          prefetch: int = 2) -> grain.IterDataset:
+  """Batches an unbatched MapDataset into an IterDataset reading `prefetch`
+  batches ahead. Use this rather than `ds.batch(...)` + iter(): grain's
+  default read-ahead (16 threads, 500 elements) would hold hundreds of
+  float32 image batches and fight the train step for a small CPU.
+  prefetch=0 reads synchronously."""
+  return ds.batch(batch_size, drop_remainder=drop_remainder).to_iter_dataset(
+      grain.ReadOptions(num_threads=1 if prefetch else 0, prefetch_buffer_size=prefetch))
 
 
 def make_dataset(records, tok, *, batch_size: int | None, text_len: int, seed: int,
@@ -175,7 +178,7 @@ def make_dataset(records, tok, *, batch_size: int | None, text_len: int, seed: i
   ds = ds.map(_Encode(records, tok, text_len))
   if batch_size is None:
     return ds
-  return _to_iter(ds.batch(batch_size, drop_remainder=drop_remainder), prefetch)
+  return batch(ds, batch_size, drop_remainder=drop_remainder, prefetch=prefetch)
 
 
 def mix(datasets, weights, *, batch_size: int | None = None,
@@ -193,7 +196,7 @@ def mix(datasets, weights, *, batch_size: int | None = None,
   ds = grain.MapDataset.mix(tagged, weights=[float(w) for w in weights])
   if batch_size is None:
     return ds
-  return _to_iter(ds.batch(batch_size, drop_remainder=drop_remainder), prefetch)
+  return batch(ds, batch_size, drop_remainder=drop_remainder, prefetch=prefetch)
 
 
 class _Tag(grain.transforms.Map):
