@@ -73,7 +73,7 @@ def _general_answer(f, q):
     return by_kind[m[1]]["color"]
   if m := re.fullmatch(r"Where is the (\w+)\?", text):
     return by_kind[m[1]]["position"]
-  if m := re.fullmatch(r"What is on the (\w+)\?", text):
+  if m := re.fullmatch(r"What is (?:on|in) the (\w+)\?", text):
     return next((o["kind"] for o in f["objects"] if o["position"] == m[1]), "nothing")
   return {"Is it day or night?": f["time"], "What is the ground?": f["ground"]}[text]
 

@@ -29,8 +29,8 @@ TEMPLATES = (
              ("0", "1", "2", "3"), _K),
     Template("kind_color", "What color is the {kind}?", "color", "easy", COLORS, _K),
     Template("kind_where", "Where is the {kind}?", "location", "medium", POSITIONS, _K),
-    Template("what_at", "What is on the {pos}?", "object", "medium",
-             KINDS + ("nothing",), (("pos", POSITIONS),)),
+    Template("what_at", "What is {where}?", "object", "medium", KINDS + ("nothing",),
+             (("where", ("on the left", "in the middle", "on the right")),)),
     Template("day_night", "Is it day or night?", "scene", "easy", TIMES),
     Template("ground", "What is the ground?", "scene", "easy", GROUNDS),
 )
@@ -121,7 +121,8 @@ def qa_candidates(facts: dict, rng: np.random.Generator):
       out.append((key, {"kind": kind}, o[attr], None, kind))
   pos = POSITIONS[rng.integers(3)]
   at = [o["kind"] for o in objs if o["position"] == pos]
-  out.append(("what_at", {"pos": pos}, at[0] if at else "nothing", None, "objects"))
+  where = "in the middle" if pos == "middle" else f"on the {pos}"
+  out.append(("what_at", {"where": where}, at[0] if at else "nothing", None, "objects"))
   out.append(("day_night", {}, facts["time"], None, "scene"))
   out.append(("ground", {}, facts["ground"], None, "scene"))
   return out
