@@ -22,7 +22,7 @@ def get_config(arg: str = ""):
     c.data.num_train, c.data.num_test = 600, 100
     c.base.num_images = 1200
     for t in (c.base, c.qa_generator, c.vqa):
-      t.steps = t.total_steps = max(t.steps // 4, 20)
+      t.steps = max(t.steps // 4, 20)
       t.warmup_steps = 5
     c.ablations = ()
   return c

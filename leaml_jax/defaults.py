@@ -14,7 +14,7 @@ def train_section(*, steps: int, batch_size: int, lr: float, warmup_steps: int =
                   weight_decay: float = 1e-4) -> ConfigDict:
   return ConfigDict(dict(
       steps=steps, batch_size=batch_size, grad_accum=1, lr=lr, warmup_steps=warmup_steps,
-      total_steps=steps, end_lr_factor=0.0, weight_decay=weight_decay, b1=0.9, b2=0.999,
+      end_lr_factor=0.0, weight_decay=weight_decay, b1=0.9, b2=0.999,
       clip_norm=1.0, trainable=TRAIN_ALL, log_every=10, save_every=100))
 
 

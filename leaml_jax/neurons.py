@@ -59,7 +59,7 @@ def make_relevance_fn(model, score: str):
     perts = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
 
     def qa_loss(perturbations):
-      logits, state = model.apply({"params": params, "perturbations": perturbations}, *args,
+      (logits, _), state = model.apply({"params": params, "perturbations": perturbations}, *args,
                                   mutable=["intermediates"])
       loss, _ = losses.token_ce(logits, batch["text"], batch["mask_loss"])
       return loss, state["intermediates"]

@@ -84,7 +84,7 @@ def mask_gradients(params, mask):
 
 def schedule(cfg) -> optax.Schedule:
   warmup = int(cfg.warmup_steps)
-  total = max(int(cfg.total_steps), warmup + 1)
+  total = max(int(cfg.steps), warmup + 1)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup, decay_steps=total,
       end_value=cfg.lr * cfg.get("end_lr_factor", 0.0))
@@ -96,7 +96,7 @@ def _decay_mask(params):
 
 
 def make_optimizer(cfg, params, neuron_mask_tree=None) -> optax.GradientTransformation:
-  """cfg: ConfigDict with lr, warmup_steps, total_steps, weight_decay, b1, b2, clip_norm, trainable."""
+  """cfg: ConfigDict with steps, lr, warmup_steps, weight_decay, b1, b2, clip_norm, trainable."""
   frozen = trainable_mask(params, [tuple(r) for r in cfg.trainable])
   links = []
   if cfg.clip_norm:

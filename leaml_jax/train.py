@@ -87,6 +87,10 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
 
 def create_state(params, tx, mesh) -> tuple[TrainState, Any]:
   """TrainState with the optimizer state born sharded like the params. -> (state, shardings)."""
+  # Leaves created off the mesh (e.g. fresh LoRA factors) are replicated onto it.
+  on_mesh = lambda x: isinstance(x.sharding, jax.sharding.NamedSharding) and x.sharding.mesh == mesh
+  params = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, shd.replicated(mesh)),
+                        params)
   param_sh = jax.tree.map(lambda x: x.sharding, params)
   # Moments mirror the params; anything else (counts, masks, scalars) is replicated.
   abstract_opt = jax.eval_shape(tx.init, params)

@@ -1,0 +1,15 @@
+"""Stage registry: name -> run(ctx). Order and contracts: shared/DESIGN.md §2."""
+from leaml_jax.stages import adapt, evaluate, prepare, report
+
+REGISTRY = {
+    "prepare": prepare.run,
+    "base": adapt.run_base,
+    "captions": prepare.run_captions,
+    "relevance": adapt.run_relevance,
+    "qa_generator": adapt.run_qa_generator,
+    "pseudo_qa": adapt.run_pseudo_qa,
+    "vqa": adapt.run_vqa,
+    "baselines": adapt.run_baselines,
+    "evaluate": evaluate.run,
+    "report": report.run,
+}

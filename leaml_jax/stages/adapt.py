@@ -1,0 +1,310 @@
+"""Training stages: base pre-training, relevance, QA generator, pseudo-QA, VQA, baselines.
+
+All training goes through `finetune` (one harness: optimizer from config, the one jitted
+train_step, orbax checkpoints with the data position, metrics.jsonl). LEAML's variants
+(the method and its ablations) differ only in `Variant`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from leaml_jax import checkpoint, generate as gen_lib, lora, losses, neurons, optim, train
+from leaml_jax.data import pipeline, prompts, synthetic
+from leaml_jax.metrics import MetricWriter
+from leaml_jax.stages import common, prepare
+
+
+# ----------------------------------------------------------------------------- harness
+class ZipIterator:
+  """{"qa": next(a), "distill": next(b)} with a joint, checkpointable position."""
+
+  def __init__(self, **iters):
+    self.iters = iters
+
+  def __next__(self):
+    return {k: next(it) for k, it in self.iters.items()}
+
+  def get_state(self):
+    return {k: it.get_state() for k, it in self.iters.items()}
+
+  def set_state(self, state):
+    for k, it in self.iters.items():
+      it.set_state(state[k])
+
+
+def dataset(ctx, records, batch_size, *, seed_name):
+  return pipeline.make_dataset(records, ctx.tokenizer, batch_size=batch_size,
+                               text_len=ctx.config.data.text_len, seed=_seed(ctx, seed_name))
+
+
+def _seed(ctx, name: str) -> int:
+  return int(jax.random.randint(ctx.rng(name), (), 0, 2 ** 31 - 1))
+
+
+def finetune(ctx, name: str, *, params, tcfg, loss_fn, data_iter, mask_tree=None,
+             examples_per_step: int):
+  """Train `params` for tcfg.steps under workdir/<name>/; resumes from its checkpoint."""
+  mesh = ctx.mesh
+  tx = optim.make_optimizer(tcfg, params, mask_tree)
+  state, shardings = train.create_state(params, tx, mesh)
+  ckpt = checkpoint.Checkpointer(ctx.path(name, "ckpt"), save_every=tcfg.save_every, max_to_keep=1)
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(checkpoint.abstract_like(state))
+    if data_state is not None:
+      data_iter.set_state(data_state)
+    print(f"[leaml] {name}: resumed at step {int(state.step)}")
+  step_fn = train.jit_train_step(train.make_train_step(loss_fn, tx, grad_accum=tcfg.grad_accum),
+                                 shardings, mesh)
+  flops = examples_per_step * train.model_flops_per_example(ctx.model_cfg, ctx.config.data.text_len)
+  tokens = examples_per_step * (ctx.model_cfg.num_image_tokens + ctx.config.data.text_len)
+  writer = MetricWriter(ctx.path(name))
+  state, _ = train.fit(state=state, step_fn=step_fn, data_iter=data_iter, num_steps=tcfg.steps,
+                       rng=ctx.rng(name), mesh=mesh, checkpointer=ckpt, writer=writer,
+                       log_every=tcfg.log_every, flops_per_step=flops, tokens_per_step=tokens,
+                       desc=name)
+  writer.close()
+  ckpt.close()
+  return state.params
+
+
+def lm_finetune(ctx, name, *, params, tcfg, records, params_fn=None):
+  it = iter(dataset(ctx, records, tcfg.batch_size, seed_name=name))
+  return finetune(ctx, name, params=params, tcfg=tcfg, data_iter=it,
+                  loss_fn=losses.lm_loss(ctx.model, params_fn), examples_per_step=tcfg.batch_size)
+
+
+# ----------------------------------------------------------------------------- base
+def run_base(ctx) -> None:
+  """Demo base VLM: pre-train the tiny model on the general domain (VQA, captions, QA-gen)."""
+  c = ctx.config
+  if c.model.path:
+    from leaml_jax.config_lib import ConfigError
+    raise ConfigError("config.model.path: importing a HF checkpoint is not wired into this "
+                      "version; leave it empty to pre-train the tiny demo base")
+  exs = prepare.examples(ctx, "general")
+  records = (pipeline.vqa_records(exs) + pipeline.caption_records(exs, key="gt_caption")
+             + pipeline.qa_gen_records(exs))
+  params = lm_finetune(ctx, "base", params=ctx.init_params(ctx.rng("init")), tcfg=c.base,
+                       records=records)
+  ctx.save_params("base", params)
+
+
+# ----------------------------------------------------------------------------- LEAML
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """LEAML and its ablations. prefix: where its artifacts live under the workdir."""
+  name: str = "leaml"
+  prefix: str = ""
+  mask: str | None = None        # None = config.neurons.mask; "none" | "random" | "relevance"
+  distill: bool = True
+
+
+VARIANTS = {"leaml": Variant(),
+            "no_mask": Variant("no_mask", "baselines/no_mask/", mask="none"),
+            "random_mask": Variant("random_mask", "baselines/random_mask/", mask="random"),
+            "no_distill": Variant("no_distill", "baselines/no_distill/", distill=False)}
+
+
+def run_relevance(ctx) -> None:
+  """QA relevance of every MLP neuron of the base model on the labelled QA -> mask."""
+  c = ctx.config.neurons
+  params = ctx.load_params("base")
+  exs = prepare.examples(ctx, "labeled")
+  records = pipeline.qa_gen_records(exs)
+  bs = min(c.batch_size, len(records))
+  ds = pipeline.make_dataset(records, ctx.tokenizer, batch_size=bs, shuffle=False, num_epochs=1,
+                             text_len=ctx.config.data.text_len, seed=0, drop_remainder=False)
+  batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs] or [ds[0]]
+  scores = neurons.relevance(ctx.model, params, tqdm(batches, desc="relevance", leave=False),
+                             score=c.score, mesh=ctx.mesh)
+  os.makedirs(ctx.path("relevance"), exist_ok=True)
+  np.savez(ctx.path("relevance", "scores.npz"), **scores)
+  masks, _ = neurons.select(scores, c.fraction, per_layer=c.per_layer, towers=tuple(c.towers))
+  np.savez(ctx.path("relevance", "mask.npz"), **masks)
+  common.write_json(ctx.path("relevance", "stats.json"),
+                    {"score": c.score, "batches": len(batches), **neurons.stats(scores, masks)})
+
+
+def _load_npz(path):
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing: run the `relevance` stage first")
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}
+
+
+def generator_mask(ctx, variant: Variant, params):
+  """Param mask tree for the distillation updates, or None (all neurons)."""
+  c = ctx.config.neurons
+  kind = variant.mask or c.mask
+  if kind == "none":
+    return None
+  scores = _load_npz(ctx.path("relevance", "scores.npz"))
+  if kind == "random":
+    scores = neurons.random_scores(scores, np.random.default_rng(ctx.config.seed))
+  masks, tree = neurons.select(scores, c.fraction, per_layer=c.per_layer, params=params,
+                               non_neuron=c.non_neuron_params, towers=tuple(c.towers))
+  return tree
+
+
+def run_qa_generator(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
+  c = ctx.config
+  g = c.qa_generator
+  params = ctx.load_params("base")
+  qa_records = pipeline.qa_gen_records(prepare.examples(ctx, "labeled"))
+  caps = prepare.captions(ctx)
+  unl = [ex for ex in prepare.examples(ctx, "unlabeled") if ex["id"] in caps]
+  cap_records = pipeline.caption_records([{**ex, "caption": caps[ex["id"]]} for ex in unl])
+  name = variant.prefix + "qa_generator"
+  qa_it = iter(dataset(ctx, qa_records, g.batch_size, seed_name=name + "/qa"))
+  if not variant.distill:
+    params = lm_finetune(ctx, name, params=params, tcfg=g, records=qa_records)
+    ctx.save_params(name, params)
+    return
+  mask = generator_mask(ctx, variant, params)
+  mask_tree = jax.tree.map(np.asarray, mask) if mask is not None else None
+  applies_all = c.neurons.applies_to == "all"
+  loss_fn = losses.generator_loss(ctx.model, distill_weight=g.distill_weight,
+                                  distill_mask=None if applies_all else mask_tree)
+  d_it = iter(dataset(ctx, cap_records, g.distill_batch_size, seed_name=name + "/distill"))
+  params = finetune(ctx, name, params=params, tcfg=g, loss_fn=loss_fn,
+                    data_iter=ZipIterator(qa=qa_it, distill=d_it),
+                    mask_tree=mask_tree if applies_all else None,
+                    examples_per_step=g.batch_size + g.distill_batch_size)
+  ctx.save_params(name, params)
+
+
+def prompt_batch(ctx, records) -> dict:
+  """Prompt-only batch (prefix part) for generation, right-padded to text_len."""
+  enc = [pipeline.encode_example(r["image"], r["prompt"], "", ctx.tokenizer,
+                                 ctx.config.data.text_len, r.get("id")) for r in records]
+  batch = {k: np.stack([e[k] for e in enc]) for k in ("image", "text", "mask_ar", "mask_input")}
+  keep = batch["mask_input"] * (1 - batch["mask_ar"])
+  return {"image": batch["image"], "text": batch["text"] * keep,
+          "mask_ar": np.zeros_like(keep), "mask_input": keep}
+
+
+def generate_texts(ctx, params, records, *, batch_size, max_new_tokens, temperature=0.0,
+                   top_p=1.0, rng=None, desc="generate") -> list[str]:
+  """Batched generation with the given (sharded) params; pads the last batch to a fixed shape."""
+  tok = ctx.tokenizer
+  out = []
+  for start in tqdm(range(0, len(records), batch_size), desc=desc, leave=False):
+    chunk = records[start:start + batch_size]
+    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    r = None if rng is None else jax.random.fold_in(rng, start)
+    tokens = gen_lib.generate(ctx.model, params, prompt_batch(ctx, padded),
+                              max_new_tokens=max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                              temperature=temperature, top_p=top_p, rng=r)
+    out += [tok.decode(list(t)) for t in np.asarray(tokens)[:len(chunk)]]
+  return out
+
+
+def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
+  """Sample k QA per unlabelled image with the generator; parse, validate, dedupe."""
+  c = ctx.config.pseudo_qa
+  domain = ctx.config.data.domain
+  params = ctx.load_params(variant.prefix + "qa_generator")
+  unl = prepare.examples(ctx, "unlabeled")
+  gen_prompt = prompts.qa_gen_prompt()
+  records = [{"image": ex["image"], "prompt": gen_prompt, "id": ex["id"]}
+             for ex in unl for _ in range(c.samples_per_image)]
+  texts = generate_texts(ctx, params, records, batch_size=c.batch_size,
+                         max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                         top_p=c.top_p, rng=ctx.rng(variant.prefix + "pseudo_qa"),
+                         desc="pseudo-QA")
+  kept, dropped, seen = [], {"unparsable": 0, "invalid": 0, "duplicate": 0, "per_image_cap": 0}, {}
+  for rec, text in zip(records, texts):
+    parsed = prompts.parse_qa_gen(text)
+    if parsed is None:
+      dropped["unparsable"] += 1
+      continue
+    question, answer, options = parsed
+    qtype = synthetic.validate_qa(domain, question, answer, options)
+    if qtype is None:
+      dropped["invalid"] += 1
+      continue
+    per_image = seen.setdefault(rec["id"], set())
+    key = question.strip().lower()
+    if key in per_image:
+      dropped["duplicate"] += 1
+      continue
+    if len(per_image) >= c.max_per_image:
+      dropped["per_image_cap"] += 1
+      continue
+    per_image.add(key)
+    kept.append({"image_id": rec["id"], "question": question, "answer": answer,
+                 "options": options, "type": qtype})
+  common.write_jsonl(ctx.path(variant.prefix + "pseudo_qa.jsonl"), kept)
+  common.write_json(ctx.path(variant.prefix + "pseudo_qa_stats.json"),
+                    {"generated": len(texts), "kept": len(kept), "dropped": dropped,
+                     "images_with_pseudo_qa": len(seen)})
+
+
+def pseudo_records(ctx, variant: Variant) -> list[dict]:
+  path = ctx.path(variant.prefix + "pseudo_qa.jsonl")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing: run the `pseudo_qa` stage first")
+  images = {ex["id"]: ex["image"] for ex in prepare.examples(ctx, "unlabeled")}
+  return [{"image": images[r["image_id"]], "prompt": prompts.vqa_prompt(r["question"], r["options"]),
+           "target": r["answer"], "id": r["image_id"]} for r in common.read_jsonl(path)]
+
+
+def run_vqa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
+  """Fine-tune the base on labelled + pseudo QA (mixture weight config.vqa.pseudo_weight)."""
+  v = ctx.config.vqa
+  labeled = pipeline.vqa_records(prepare.examples(ctx, "labeled"))
+  pseudo = pseudo_records(ctx, variant)
+  name = variant.prefix + "vqa"
+  L = ctx.config.data.text_len
+  mk = lambda recs, s: pipeline.make_dataset(recs, ctx.tokenizer, batch_size=None, text_len=L,
+                                             seed=_seed(ctx, name + s))
+  if pseudo and v.pseudo_weight > 0:
+    ds = pipeline.mix([mk(labeled, "/labeled"), mk(pseudo, "/pseudo")],
+                      [1.0 - v.pseudo_weight, v.pseudo_weight], batch_size=v.batch_size)
+  else:
+    ds = mk(labeled, "/labeled").batch(v.batch_size, drop_remainder=True)
+  params = finetune(ctx, name, params=ctx.load_params("base"), tcfg=v,
+                    loss_fn=losses.lm_loss(ctx.model), data_iter=iter(ds),
+                    examples_per_step=v.batch_size)
+  ctx.save_params(name, params)
+
+
+# ----------------------------------------------------------------------------- baselines
+def run_baselines(ctx) -> None:
+  """Full fine-tune and LoRA on the labelled data only; then the LEAML ablations."""
+  c = ctx.config
+  labeled = pipeline.vqa_records(prepare.examples(ctx, "labeled"))
+  methods = set(c.baselines.methods)
+  # Each run loads its own copy of the base: the train step donates (consumes) its input.
+  if "finetune" in methods and not _done(ctx, "baselines/finetune"):
+    params = lm_finetune(ctx, "baselines/finetune", params=ctx.load_params("base"), tcfg=c.vqa,
+                         records=labeled)
+    ctx.save_params("baselines/finetune", params)
+  if "lora" in methods and not _done(ctx, "baselines/lora"):
+    b = c.baselines
+    tcfg = c.vqa.copy_and_resolve_references()
+    tcfg.lr, tcfg.trainable, tcfg.weight_decay = b.lora_lr, lora.TRAINABLE, 0.0
+    base = ctx.load_params("base")
+    lp = {"base": base, "lora": lora.init(base, ctx.rng("lora"), rank=b.lora_rank)}
+    merge = lambda p: lora.merge(p, rank=b.lora_rank, alpha=b.lora_alpha)
+    params = lm_finetune(ctx, "baselines/lora", params=lp, tcfg=tcfg, records=labeled,
+                         params_fn=merge)
+    ctx.save_params("baselines/lora", jax.jit(merge)(params))
+  for name in c.ablations:
+    variant = VARIANTS[name]
+    if _done(ctx, variant.prefix + "vqa"):
+      continue
+    if not _done(ctx, variant.prefix + "qa_generator"):
+      run_qa_generator(ctx, variant)
+    if not os.path.exists(ctx.path(variant.prefix + "pseudo_qa.jsonl")):
+      run_pseudo_qa(ctx, variant)
+    run_vqa(ctx, variant)
+
+
+def _done(ctx, name) -> bool:
+  return os.path.isdir(ctx.path(name, "params"))
