@@ -1,0 +1,97 @@
+"""Subprocess worker for tests/test_checkpoint.py: a real, killable training run.
+
+    python -m tests._resume_worker --workdir=D --tokenizer=T --steps=6 [--kill_after=4]
+
+Trains the tiny VLM with AdamW (optim.make_optimizer) on a real grain iterator
+(data.pipeline.make_dataset) through train.fit with a Checkpointer(save_every=2). If a
+checkpoint exists under D it resumes from it: train state *and* data-iterator position.
+With --kill_after=S the process SIGKILLs itself right after the step-S checkpoint is written
+(no Python cleanup, no atexit, like a pre-empted VM).
+
+Prints `start_step=K`, then `batch step=S index=i,j,...` for every step it trains, then
+writes the final params to D/final_params.npz (keys: parameter paths).
+It runs on one CPU device: the parent strips the 8-fake-device flag from XLA_FLAGS.
+"""
+import argparse
+import os
+import signal
+
+import numpy as np
+
+_WORDS = ("red", "blue", "green", "circle", "square", "left", "right", "two", "three", "ball")
+
+
+def make_records(n: int = 12, seed: int = 0) -> list[dict]:
+  """Tiny synthetic VQA records: random 32x32 uint8 images, short prompt/target strings."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(n):
+    a, b = rng.choice(_WORDS, size=2, replace=False)
+    out.append({"image": rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8),
+                "prompt": f"answer en what is {a} near the {b}?", "target": f"{b} {a} {i % 3}",
+                "id": f"rec{i}"})
+  return out
+
+
+def corpus(records) -> list[str]:
+  return [r["prompt"] for r in records] + [r["target"] for r in records]
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--tokenizer", required=True)
+  p.add_argument("--steps", type=int, default=6)
+  p.add_argument("--kill_after", type=int, default=0)
+  args = p.parse_args()
+
+  import jax  # after argument parsing: the parent set XLA_FLAGS for one device
+  from leaml_jax import checkpoint, defaults, losses, optim, sharding as shd, train
+  from leaml_jax.data import pipeline, tokenizer as tok_lib
+  from tests import helpers
+
+  class KillingCheckpointer(checkpoint.Checkpointer):
+    def save(self, step, state, data_state=None, **kw):
+      super().save(step, state, data_state, **kw)
+      if step == args.kill_after:
+        print(f"killing myself after checkpoint {step}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+  mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  tok = tok_lib.load_tokenizer(args.tokenizer)
+  model, cfg = helpers.tiny_model(vocab=tok.vocab_size)
+  params = helpers.init_params(model, cfg, mesh, seed=0)
+  ocfg = defaults.train_section(steps=args.steps, batch_size=4, lr=1e-2, warmup_steps=1,
+                                weight_decay=0.1)
+  tx = optim.make_optimizer(ocfg, params)
+  state, shardings = train.create_state(params, tx, mesh)
+  data_iter = iter(pipeline.make_dataset(make_records(), tok, batch_size=4, text_len=24, seed=0,
+                                         shard_index=0, shard_count=1))
+
+  ckpt = KillingCheckpointer(os.path.join(args.workdir, "ckpt"), save_every=2)
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(checkpoint.abstract_like(state))
+    data_iter.set_state(data_state)
+  start = int(jax.device_get(state.step))
+  print(f"start_step={start}", flush=True)
+
+  counter = [start]
+
+  def log_batch(batch):
+    counter[0] += 1
+    print(f"batch step={counter[0]} index={','.join(map(str, batch['index']))}", flush=True)
+    return batch
+
+  step_fn = train.jit_train_step(train.make_train_step(losses.lm_loss(model), tx), shardings, mesh)
+  state, _ = train.fit(state=state, step_fn=step_fn, data_iter=data_iter, num_steps=args.steps,
+                       rng=jax.random.key(0), mesh=mesh, checkpointer=ckpt, log_every=100,
+                       host_batch_fn=log_batch)
+  ckpt.close()
+  flat = {optim.path_str(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+  np.savez(os.path.join(args.workdir, "final_params.npz"), **flat)
+  print(f"final_step={int(jax.device_get(state.step))}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
