@@ -52,7 +52,7 @@ def config_name(num_train, num_test, seed, caption_error_rate, image_size, qa_pe
 
 def encode_png(image: np.ndarray) -> bytes:
   buf = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG", compress_level=1)
   return buf.getvalue()
 
 
