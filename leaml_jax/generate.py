@@ -44,7 +44,7 @@ def _decode_loop(model: VLM, params, batch, temperature, top_p, rng, *, max_new_
                  eos_ids: tuple[int, ...], pad_id: int, sample: bool):
   M = max_new_tokens
   B, L = batch["text"].shape
-  cache_len = model.cfg.num_image_tokens + L + M
+  cache_len = model.cfg.num_prefix_tokens + L + M
   variables = {"params": params}
   logits, cache = model.apply(variables, batch["image"], batch["text"], batch["mask_ar"],
                               batch["mask_input"], cache_len=cache_len, method=VLM.prefill)

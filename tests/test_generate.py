@@ -8,7 +8,7 @@ import pytest
 
 from leaml_jax import generate as gen
 from leaml_jax import sharding as shd
-from leaml_jax.models.vlm import VLM, dummy_inputs
+from leaml_jax.models.vlm import dummy_inputs
 from tests.test_models import forward_fn, make
 
 M = 10           # new tokens

@@ -265,3 +265,32 @@ def test_intermediates_and_perturbation_grads():
     for k in path:
       g = g[k]
     np.testing.assert_allclose(g[idx], fd, rtol=2e-2, atol=2e-3)
+
+
+def test_inline_image_tokens_match_prefix_layout():
+  """Idefics3-style placement (image ids inside the text) == prefix placement when the ids lead."""
+  model, cfg, params = make("tiny_llama")
+  img_id = 5
+  inline = VLM(dataclasses.replace(cfg, image_token_id=img_id))
+  N = cfg.num_image_tokens
+  rng = np.random.default_rng(4)
+  image, text = inputs(cfg, rng, 2, 7)
+  text[text == img_id] = img_id + 1
+  mask_ar = np.array([[0, 0, 0, 1, 1, 1, 1]] * 2, np.int32)
+  mask_input = np.array([[1] * 7, [1] * 5 + [0] * 2], np.int32)
+  ref = forward_fn(model)(params, image, text, mask_ar, mask_input)
+  lead = lambda a, v: np.concatenate([np.full((2, N), v, np.int32), a], axis=1)  # noqa: E731
+  out = forward_fn(inline)(params, image, lead(text, img_id), lead(mask_ar, 0), lead(mask_input, 1))
+  np.testing.assert_allclose(out[:, N:], ref, atol=1e-5, rtol=1e-5)
+
+  # two images per row: the k-th image fills the k-th block of image ids
+  two = np.stack([image, -image], axis=1)
+  seq = np.concatenate([np.full((2, N), img_id), text[:, :3], np.full((2, N), img_id), text[:, 3:]], 1)
+  ar = np.concatenate([np.zeros((2, N + 3)), np.ones((2, N + 4))], 1).astype(np.int32)
+  f = forward_fn(inline)
+  base = np.asarray(f(params, two, seq, ar, np.ones_like(seq)))
+  other2 = np.asarray(f(params, np.stack([image, image], 1), seq, ar, np.ones_like(seq)))
+  other1 = np.asarray(f(params, np.stack([-image, -image], 1), seq, ar, np.ones_like(seq)))
+  assert np.abs(other2 - base)[:, :N + 3].max() == 0
+  assert np.abs(other2 - base)[:, N + 3:].max(axis=-1).min() > 1e-4
+  assert np.abs(other1 - base)[:, :N + 3].max(axis=-1).min() > 1e-4

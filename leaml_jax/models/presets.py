@@ -81,7 +81,7 @@ class ViTConfig:
 
 @dataclasses.dataclass(frozen=True)
 class VLMConfig:
-  """Image tower + connector (`img/head`) + LM. Image tokens are a prefix of the sequence."""
+  """Image tower + connector (`img/head`) + LM."""
   vit: ViTConfig
   lm: LMConfig
   connector: str = "linear"          # "linear" (PaliGemma, with bias) | "pixel_shuffle" (Idefics3, no bias)
@@ -92,6 +92,10 @@ class VLMConfig:
   remat: str = "none"                # none | full | dots (policy inside the scanned block)
   attention: str = "auto"            # auto | xla | cudnn  (jax.nn.dot_product_attention implementation)
   position_offset: int = 1           # HF PaliGemma position ids start at 1; Llama/Idefics3 at 0
+  # None: image tokens are a prefix before the text (PaliGemma, big_vision). An id: image
+  # features replace the text positions holding this token, in order (HF Idefics3/SmolVLM
+  # layout, several images per row allowed); the text then carries all positions.
+  image_token_id: int | None = None
 
   def __post_init__(self):
     _check(self.connector in CONNECTORS, f"VLMConfig.connector={self.connector!r}: use one of {CONNECTORS}")
@@ -108,6 +112,11 @@ class VLMConfig:
     gh, gw = self.vit.grid
     s = self.pixel_shuffle_factor if self.connector == "pixel_shuffle" else 1
     return (gh // s) * (gw // s)
+
+  @property
+  def num_prefix_tokens(self) -> int:
+    """Sequence positions before the text: the image tokens, unless they live inside the text."""
+    return 0 if self.image_token_id is not None else self.num_image_tokens
 
 
 def _check(ok: bool, msg: str):

@@ -1,6 +1,6 @@
 """Vision-language model: image tokens (prefix) + text, prefix-LM attention, KV-cache decoding.
 
-Axis legend: B batch, N image tokens, L text length, T = N + L sequence, S cache length,
+Axis legend: B batch, N image tokens (0 when they sit inside the text, cfg.image_token_id), L text length, T = N + L sequence, S cache length,
 D LM width, V vocab, Ly layers, K kv heads, H head_dim.
 
 Attention follows big_vision's PaliGemma `mask_ar` rule: with c = cumsum(mask_ar) over the
@@ -66,14 +66,32 @@ class VLM(nn.Module):
       raise ValueError(f"text {text.shape} and mask_ar {mask_ar.shape} must both be [B, L]")
     if mask_input is None:
       mask_input = jnp.ones_like(text)
-    z_img = self.img(image)
     z_txt = self.llm.embed(text)
+    if self.cfg.image_token_id is not None:
+      return self._inline_inputs(image, text, z_txt, mask_ar, mask_input)
+    z_img = self.img(image)
     B, N = z_img.shape[:2]
     x = jnp.concatenate([z_img.astype(z_txt.dtype), z_txt], axis=1)
     ar = jnp.concatenate([jnp.zeros((B, N), jnp.int32), mask_ar.astype(jnp.int32)], axis=1)
     valid = jnp.concatenate([jnp.ones((B, N), bool), mask_input.astype(bool)], axis=1)
     positions = self.cfg.position_offset + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
     return x, ar, valid, positions, N
+
+  def _inline_inputs(self, image, text, z_txt, mask_ar, mask_input):
+    """HF Idefics3 layout: the k-th image-token position of a row gets the row's k-th image feature.
+
+    image [B,H,W,3] or [B,n,H,W,3]; each row must hold exactly n * num_image_tokens image ids.
+    """
+    images = image if image.ndim == 5 else image[:, None]
+    B, n = images.shape[:2]
+    z_img = self.img(images.reshape(B * n, *images.shape[2:]))
+    z_img = z_img.reshape(B, n * z_img.shape[1], z_img.shape[2]).astype(z_txt.dtype)
+    is_img = text == self.cfg.image_token_id
+    idx = jnp.clip(jnp.cumsum(is_img, axis=1) - 1, 0, z_img.shape[1] - 1)
+    x = jnp.where(is_img[..., None], jnp.take_along_axis(z_img, idx[..., None], axis=1), z_txt)
+    valid = mask_input.astype(bool)
+    positions = self.cfg.position_offset + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
+    return x, mask_ar.astype(jnp.int32), valid, positions, 0
 
   def _local(self, mask_BTS, q_pos_BT, k_pos_BS):
     """Sliding-window variant of a mask (None when the LM has no local layers)."""
