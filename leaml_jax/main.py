@@ -21,9 +21,19 @@ def stage_registry():
   return stages.REGISTRY
 
 
+def enable_compilation_cache() -> None:
+  """Reuse XLA compilations across runs (a rerun/resume skips most compile time)."""
+  import jax
+  path = os.environ.get("LEAML_COMPILATION_CACHE", os.path.expanduser("~/.cache/leaml_jax/xla"))
+  if path and path != "0":
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(config, workdir: str) -> dict:
   """Run the configured stages; returns {stage: seconds} of the stages run now."""
   config_lib.validate(config)
+  enable_compilation_cache()
   registry = stage_registry()
   missing = [s for s in config.stages if s not in registry]
   if missing:

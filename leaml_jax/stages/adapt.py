@@ -119,7 +119,8 @@ def run_relevance(ctx) -> None:
   bs = min(c.batch_size, len(records))
   ds = pipeline.make_dataset(records, ctx.tokenizer, batch_size=bs, shuffle=False, num_epochs=1,
                              text_len=ctx.config.data.text_len, seed=0, drop_remainder=False)
-  batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs] or [ds[0]]
+  batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs]
+  batches = batches or [next(iter(ds))]
   scores = neurons.relevance(ctx.model, params, tqdm(batches, desc="relevance", leave=False),
                              score=c.score, mesh=ctx.mesh)
   os.makedirs(ctx.path("relevance"), exist_ok=True)
@@ -267,7 +268,7 @@ def run_vqa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
     ds = pipeline.mix([mk(labeled, "/labeled"), mk(pseudo, "/pseudo")],
                       [1.0 - v.pseudo_weight, v.pseudo_weight], batch_size=v.batch_size)
   else:
-    ds = mk(labeled, "/labeled").batch(v.batch_size, drop_remainder=True)
+    ds = pipeline.batch(mk(labeled, "/labeled"), v.batch_size)
   params = finetune(ctx, name, params=ctx.load_params("base"), tcfg=v,
                     loss_fn=losses.lm_loss(ctx.model), data_iter=iter(ds),
                     examples_per_step=v.batch_size)
