@@ -106,14 +106,21 @@ def vqa_records(examples, mc_target: str = "letter") -> list[dict]:
   return out
 
 
-def qa_gen_records(examples) -> list[dict]:
-  """One record per QA: image -> 'question [options] answer: ...'."""
+def qa_gen_records(examples, mc_as_text: bool = True) -> list[dict]:
+  """One record per QA: image -> 'question answer: ...'.
+
+  With `mc_as_text` a multiple-choice QA is written as its question and the answer's option
+  *text*: options are format, not knowledge, and the pseudo-QA stage draws them again from
+  the domain's option set. Without it the options and letter are part of the target."""
   out = []
   for ex in examples:
     for k, q in enumerate(ex["qa"]):
       _check_qa(ex, q)
-      out.append({"image": ex["image"], "prompt": prompts.qa_gen_prompt(),
-                  "target": prompts.qa_gen_target(q["question"], q["answer"], q.get("options")),
+      if q.get("options") and mc_as_text:
+        target = prompts.qa_gen_target(q["question"], q["options"][q["answer"]])
+      else:
+        target = prompts.qa_gen_target(q["question"], q["answer"], q.get("options"))
+      out.append({"image": ex["image"], "prompt": prompts.qa_gen_prompt(), "target": target,
                   "id": f"{ex['id']}#{k}", "image_id": ex["id"]})
   return out
 

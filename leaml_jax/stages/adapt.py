@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from leaml_jax import checkpoint, generate as gen_lib, lora, losses, neurons, optim, train
 from leaml_jax.data import pipeline, prompts, synthetic
+from leaml_jax.data.qa_common import mc_options
 from leaml_jax.metrics import MetricWriter
 from leaml_jax.stages import common, prepare
 
@@ -218,19 +219,16 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
                          max_new_tokens=c.max_new_tokens, temperature=c.temperature,
                          top_p=c.top_p, rng=ctx.rng(variant.prefix + "pseudo_qa"),
                          desc="pseudo-QA")
-  kept, dropped, seen = [], {"unparsable": 0, "invalid": 0, "duplicate": 0, "per_image_cap": 0}, {}
+  rng = np.random.default_rng(ctx.config.seed)
+  kept, seen = [], {}
+  dropped = {"unparsable": 0, "invalid": 0, "duplicate": 0, "per_image_cap": 0}
   for rec, text in zip(records, texts):
-    parsed = prompts.parse_qa_gen(text)
-    if parsed is None:
-      dropped["unparsable"] += 1
-      continue
-    question, answer, options = parsed
-    qtype = synthetic.validate_qa(domain, question, answer, options)
-    if qtype is None:
-      dropped["invalid"] += 1
+    qa = parse_pseudo_qa(domain, text, rng)
+    if isinstance(qa, str):
+      dropped[qa] += 1
       continue
     per_image = seen.setdefault(rec["id"], set())
-    key = question.strip().lower()
+    key = qa["question"].strip().lower()
     if key in per_image:
       dropped["duplicate"] += 1
       continue
@@ -238,12 +236,31 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
       dropped["per_image_cap"] += 1
       continue
     per_image.add(key)
-    kept.append({"image_id": rec["id"], "question": question, "answer": answer,
-                 "options": options, "type": qtype})
+    kept.append({"image_id": rec["id"], **qa})
   common.write_jsonl(ctx.path(variant.prefix + "pseudo_qa.jsonl"), kept)
   common.write_json(ctx.path(variant.prefix + "pseudo_qa_stats.json"),
                     {"generated": len(texts), "kept": len(kept), "dropped": dropped,
                      "images_with_pseudo_qa": len(seen)})
+
+
+def parse_pseudo_qa(domain: str, text: str, rng: np.random.Generator) -> dict | str:
+  """Generated text -> {"question", "answer", "options", "type"}, or the reason it is dropped
+  ("unparsable" | "invalid"). Multiple-choice questions are generated with the answer's text;
+  their four options are drawn here from the question's option set (format, not knowledge).
+  Never raises."""
+  parsed = prompts.parse_qa_gen(text)
+  if parsed is None:
+    return "unparsable"
+  question, answer, options = parsed
+  template = synthetic.match_template(domain, question)
+  if template is not None and template.options and options is None:
+    if answer not in template.answers:
+      return "invalid"
+    answer, options = mc_options(rng, answer, template.answers)
+  qtype = synthetic.validate_qa(domain, question, answer, options)
+  if qtype is None:
+    return "invalid"
+  return {"question": question, "answer": answer, "options": options, "type": qtype}
 
 
 def pseudo_records(ctx, variant: Variant) -> list[dict]:
