@@ -62,7 +62,7 @@ def _ok(proc):
 def test_kill_and_resume_is_bit_identical(tmp_path):
   records = worker.make_records()
   tokenizer = tmp_path / "tokenizer.json"
-  tok_lib.train_tokenizer(worker.corpus(records), str(tokenizer), vocab_size=300)
+  tok = tok_lib.train_tokenizer(worker.corpus(records), str(tokenizer), vocab_size=300)
   env = _child_env(tmp_path / "xla_cache")
   run_a, run_b = tmp_path / "a", tmp_path / "b"
 
@@ -101,7 +101,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert a.tobytes() == b.tobytes(), f"{name}: resumed run differs from uninterrupted run"
 
   # Steps 5-6 really moved the weights: resuming from step 4 is not a trivial no-op.
-  model, cfg = helpers.tiny_model(vocab=300)
+  model, cfg = helpers.tiny_model(vocab=tok.vocab_size)  # the worker's model
   at_step4 = _zero_state(model, cfg, jax.devices()[:1])
   reader = checkpoint.Checkpointer(str(run_a / "ckpt"))
   restored, data_state = reader.restore(checkpoint.abstract_like(at_step4), step=KILL_AFTER)
