@@ -11,6 +11,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+  """Missing or mismatched checkpoint (the message says which directory and what to do)."""
+
+
 class Checkpointer:
   """Thin wrapper: save(step, state, data_state), restore_latest(abstract_state)."""
 
@@ -39,7 +43,7 @@ class Checkpointer:
     """-> (state, data_state or None). abstract_state: ShapeDtypeStructs with shardings."""
     step = self._mngr.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint under {self.directory}")
+      raise CheckpointError(f"no checkpoint under {self.directory}")
     items = self._mngr.item_metadata(step)
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     has_data = items is not None and "data" in (items.keys() if hasattr(items, "keys") else [])
@@ -48,7 +52,7 @@ class Checkpointer:
     try:
       out = self._mngr.restore(step, args=ocp.args.Composite(**args))
     except Exception as e:  # mismatched tree / shapes: say what to do.
-      raise RuntimeError(
+      raise CheckpointError(
           f"checkpoint at {self.directory} step {step} does not match the model/optimizer of this "
           f"config ({type(e).__name__}: {str(e)[:300]}). Delete that directory or use the config "
           f"it was written with.") from e

@@ -41,7 +41,8 @@ def validate(c) -> None:
             ("neurons.applies_to", c.neurons.applies_to, ("distill", "all")),
             ("neurons.mask", c.neurons.mask, ("relevance", "random", "none")),
             ("neurons.non_neuron_params", c.neurons.non_neuron_params, ("frozen", "trainable")),
-            ("model.remat", c.model.remat, ("none", "full", "dots"))]
+            ("model.remat", c.model.remat, ("none", "full", "dots")),
+            ("data.mc_answer", c.data.mc_answer, ("text", "letter"))]
   for key, val, allowed in checks:
     if val not in allowed:
       errs.append(f"config.{key}={val!r} must be one of {allowed}")
@@ -106,7 +107,8 @@ def apply_override(cfg, dotted: str, text: str) -> None:
     keys = list(node.keys())
     if key not in keys:
       near = difflib.get_close_matches(key, keys, n=1)
-      hint = f" (did you mean 'config.{'.'.join(parts[:i] + near)}'?)" if near else ""
+      hint = (f" (did you mean 'config.{'.'.join(parts[:i] + near + parts[i + 1:])}'?)"
+              if near else "")
       raise ConfigError(f"unknown config key 'config.{dotted}'{hint}; "
                         f"keys here: {sorted(keys)}")
     if i == len(parts) - 1:

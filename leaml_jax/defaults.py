@@ -24,7 +24,8 @@ def base_config() -> ConfigDict:
   c.seed = 0
   c.stages = ALL_STAGES
   c.force = ""  # comma-separated stages to redo even if their outputs are complete ("all" = every one)
-  c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1, num_devices=0))  # num_devices 0 = all
+  c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1, num_devices=0,  # num_devices 0 = all
+                           distributed=False))  # True on multi-host TPU slices
   c.progress = True
 
   c.data = ConfigDict(dict(
@@ -37,6 +38,7 @@ def base_config() -> ConfigDict:
       image_size=32,
       text_len=48,                   # prompt + target tokens (fixed batch shape)
       vocab_size=1024,               # synthetic tokenizer size
+      mc_answer="text",              # multiple choice: train/answer with the option text or letter
   ))
   c.model = ConfigDict(dict(
       preset="tiny", path="",        # path: local HF checkpoint dir (real families)

@@ -33,7 +33,13 @@ def enable_compilation_cache() -> None:
 def main(config, workdir: str) -> dict:
   """Run the configured stages; returns {stage: seconds} of the stages run now."""
   config_lib.validate(config)
+  if "://" in workdir:
+    raise ConfigError(f"--workdir={workdir}: remote workdirs are not supported yet; use a local "
+                      f"path and copy the results (launch/tpu_vm.sh syncs to a bucket)")
   enable_compilation_cache()
+  if config.mesh.distributed:
+    import jax
+    jax.distributed.initialize()  # multi-host (TPU pods): every host runs the same command
   registry = stage_registry()
   missing = [s for s in config.stages if s not in registry]
   if missing:

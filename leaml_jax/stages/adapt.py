@@ -268,14 +268,21 @@ def pseudo_records(ctx, variant: Variant) -> list[dict]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} missing: run the `pseudo_qa` stage first")
   images = {ex["id"]: ex["image"] for ex in prepare.examples(ctx, "unlabeled")}
+  text = ctx.config.data.mc_answer == "text"
   return [{"image": images[r["image_id"]], "prompt": prompts.vqa_prompt(r["question"], r["options"]),
-           "target": r["answer"], "id": r["image_id"]} for r in common.read_jsonl(path)]
+           "target": r["options"][r["answer"]] if r["options"] and text else r["answer"],
+           "id": r["image_id"]} for r in common.read_jsonl(path)]
+
+
+def vqa_records(ctx, pool: str) -> list[dict]:
+  """Labelled VQA records of a pool; multiple choice answered by option text or letter."""
+  return pipeline.vqa_records(prepare.examples(ctx, pool), mc_target=ctx.config.data.mc_answer)
 
 
 def run_vqa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   """Fine-tune the base on labelled + pseudo QA (mixture weight config.vqa.pseudo_weight)."""
   v = ctx.config.vqa
-  labeled = pipeline.vqa_records(prepare.examples(ctx, "labeled"))
+  labeled = vqa_records(ctx, "labeled")
   pseudo = pseudo_records(ctx, variant)
   name = variant.prefix + "vqa"
   L = ctx.config.data.text_len
@@ -296,7 +303,7 @@ def run_vqa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
 def run_baselines(ctx) -> None:
   """Full fine-tune and LoRA on the labelled data only; then the LEAML ablations."""
   c = ctx.config
-  labeled = pipeline.vqa_records(prepare.examples(ctx, "labeled"))
+  labeled = vqa_records(ctx, "labeled")
   methods = set(c.baselines.methods)
   # Each run loads its own copy of the base: the train step donates (consumes) its input.
   if "finetune" in methods and not _done(ctx, "baselines/finetune"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from leaml_jax.data import pipeline, scoring
+from leaml_jax.data import scoring
 from leaml_jax.stages import adapt, common, prepare
 
 
@@ -13,18 +13,21 @@ def methods(ctx) -> dict[str, str]:
   out = {}
   if "zero_shot" in c.baselines.methods:
     out["zero_shot"] = "base"
-  for m in ("finetune", "lora"):
-    if m in c.baselines.methods:
-      out[m] = f"baselines/{m}"
-  out["leaml"] = "vqa"
-  for a in c.ablations:
-    out[f"leaml_{a}"] = adapt.VARIANTS[a].prefix + "vqa"
+  if "baselines" in c.stages:
+    for m in ("finetune", "lora"):
+      if m in c.baselines.methods:
+        out[m] = f"baselines/{m}"
+  if "vqa" in c.stages:
+    out["leaml"] = "vqa"
+  if "baselines" in c.stages:
+    for a in c.ablations:
+      out[f"leaml_{a}"] = adapt.VARIANTS[a].prefix + "vqa"
   return out
 
 
 def run(ctx) -> None:
   c = ctx.config
-  test = pipeline.vqa_records(prepare.examples(ctx, "test"))
+  test = adapt.vqa_records(ctx, "test")
   for method, src in methods(ctx).items():
     out_path = ctx.path("eval", f"{method}.json")
     if os.path.exists(out_path) and method not in str(c.force).split(","):
@@ -32,6 +35,8 @@ def run(ctx) -> None:
     params = ctx.load_params(src)
     preds = adapt.generate_texts(ctx, params, test, batch_size=c.eval.batch_size,
                                  max_new_tokens=c.eval.max_new_tokens, desc=f"eval {method}")
+    # Golds keep the dataset's answer (a letter for multiple choice); scoring maps a predicted
+    # option text or letter onto the options.
     golds = [{k: r.get(k) for k in ("answer", "type", "category", "difficulty", "options")}
              for r in test]
     result = scoring.accuracy(preds, golds)
