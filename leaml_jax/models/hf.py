@@ -152,7 +152,7 @@ def load(path, *, mesh=None, dtype: str = "bfloat16", param_dtype: str = "float3
   model = VLM(cfg)
   if mesh is None:
     mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(cfg, 1, 4))["params"])
+  abstract = _abstract_params(cfg)
   shardings = flatten_dict(shd.param_shardings(abstract, mesh))
   leaves = flatten_dict(nn.meta.unbox(abstract))
   refs = _tensor_refs(directory)
@@ -178,6 +178,12 @@ def load(path, *, mesh=None, dtype: str = "bfloat16", param_dtype: str = "float3
       params[path_] = jax.make_array_from_callback(leaf.shape, shardings[path_], lambda idx, h=host: h[idx])
       del host
   return model, unflatten_dict(params), _processor(directory)
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_params(cfg):
+  model = VLM(cfg)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(cfg, 1, 4))["params"])
 
 
 def _plan(cfg, directory, leaves, refs):

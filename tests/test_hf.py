@@ -1,0 +1,339 @@
+"""HF import/export against transformers (PyTorch, CPU).
+
+Tiny random PaliGemma (Gemma), PaliGemma 2 (Gemma2) and SmolVLM (Idefics3) models are built
+with transformers' own config/model classes, saved with `save_pretrained`, and fed batches
+from real processors (built offline around a tiny word-level tokenizer). Every weight,
+norms and biases included, is randomised so that a swapped mapping cannot hide.
+"""
+import contextlib
+import dataclasses
+import functools
+import json
+import shutil
+import struct
+import tempfile
+import weakref
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import safetensors
+import torch
+from jax.sharding import PartitionSpec as P
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
+                          Idefics3Processor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
+                          PaliGemmaProcessor, PreTrainedTokenizerFast, SiglipImageProcessorPil)
+
+from leaml_jax import generate as gen
+from leaml_jax import sharding as shd
+from leaml_jax.errors import CheckpointError
+from leaml_jax.models import hf
+
+TOL = 1e-4      # max |Δlogit| in float32
+NEW_TOKENS = 16
+WINDOW = 24     # PaliGemma 2 sliding window: prompts fit in it, prompt + answer do not
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              image_size=32, patch_size=8)
+TEXT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=12)
+
+
+def word_tokenizer(specials):
+  words = ["<pad>", "<eos>", "<bos>", "<unk>", "\n"] + [f"w{i}" for i in range(60)]
+  tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "removed"),
+                                               pre_tokenizers.Split("\n", "isolated")])
+  t = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                              pad_token="<pad>", unk_token="<unk>")
+  if specials:
+    t.add_special_tokens({"additional_special_tokens": specials})
+  return t
+
+
+def randomise(model, seed):
+  """Kernels ~ N(0, 1/fan_in) (clear greedy winners, unlike HF's 0.02 init); 1-D params jittered."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for p in model.parameters():
+      if p.ndim == 1:
+        p.add_(0.1 * torch.randn(p.shape, generator=g))
+      else:
+        p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(np.prod(p.shape[1:])))
+    # Full-size (tied) embeddings dominate the residual stream and greedy decoding then repeats
+    # its input token forever; smaller ones give varied continuations to compare.
+    model.get_input_embeddings().weight.mul_(0.3)
+  return model.eval()
+
+
+def words(rng, n):
+  return " ".join(f"w{i}" for i in rng.integers(0, 60, n))
+
+
+def images(rng, sizes):
+  return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+@dataclasses.dataclass
+class Family:
+  name: str
+  hf_model: object
+  processor: object
+  directory: Path
+
+  @functools.cached_property
+  def loaded(self):
+    return hf.load(self.directory, dtype="float32")
+
+  def batch(self, purpose, padding_side):
+    """Processor output: "logits" (prompt + answer, several lengths) or "generate" (prompts only)."""
+    rng = np.random.default_rng(len(purpose))
+    self.processor.tokenizer.padding_side = padding_side
+    kw = dict(return_tensors="pt", padding="longest")
+    if self.name.startswith("paligemma"):
+      prompts = ["<image>" + words(rng, 5), "<image>" + words(rng, 2)]
+      if purpose == "logits":
+        kw["suffix"] = [words(rng, 14), words(rng, 6)]
+      return self.processor(images=images(rng, [(40, 50), (30, 20)]), text=prompts, **kw)
+    text = [f"<image>{words(rng, 2)}<image>{words(rng, 3)}\n", f"{words(rng, 1)}<image>{words(rng, 2)}"]
+    if purpose == "logits":
+      text = [t + words(rng, 4) for t in text]
+    return self.processor(images=[images(rng, [(40, 50), (20, 30)]), images(rng, [(30, 30)])], text=text, **kw)
+
+  @functools.cached_property
+  def logits(self):
+    """(transformers, ours, attention_mask) on the "logits" batch."""
+    inputs = self.batch("logits", "left" if self.name == "paligemma2" else "right")
+    with torch.no_grad():
+      ref = self.hf_model(**inputs).logits.numpy()
+    model, params, _ = self.loaded
+    return ref, hf.logits_from_hf_inputs(model, params, **inputs), inputs["attention_mask"].numpy().astype(bool)
+
+
+def _paligemma(name, directory):
+  text = dict(TEXT, model_type="gemma", vocab_size=1280)
+  if name == "paligemma2":
+    text.update(model_type="gemma2", sliding_window=WINDOW, query_pre_attn_scalar=16,
+                attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+  ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+  ip.image_seq_length = 16
+  processor = PaliGemmaProcessor(image_processor=ip, tokenizer=word_tokenizer([]))
+  assert len(processor.tokenizer) <= 1280  # the processor adds <image> and 1152 <loc>/<seg> tokens
+  cfg = PaliGemmaConfig(vision_config=dict(VISION, vision_use_head=False), text_config=text,
+                        image_token_index=processor.image_token_id, vocab_size=1280, projection_dim=48,
+                        hidden_size=48)
+  model = randomise(PaliGemmaForConditionalGeneration(cfg), seed=len(name))
+  return model, processor
+
+
+def _smolvlm(directory):
+  rows = [f"<row_{i}_col_{j}>" for i in (1, 2) for j in (1, 2)]
+  tok = word_tokenizer(["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *rows])
+  ip = Idefics3ImageProcessorPil(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
+                                 do_image_splitting=True)
+  processor = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4)
+  cfg = Idefics3Config(vision_config=VISION, text_config=dict(TEXT, model_type="llama", vocab_size=128),
+                       scale_factor=2, image_token_id=tok.convert_tokens_to_ids("<image>"))
+  return randomise(Idefics3ForConditionalGeneration(cfg), seed=3), processor
+
+
+@functools.lru_cache(maxsize=None)
+def family(name) -> Family:
+  directory = Path(tempfile.mkdtemp(prefix=f"hf_{name}_"))
+  model, processor = _smolvlm(directory) if name == "smolvlm" else _paligemma(name, directory)
+  model.save_pretrained(directory, safe_serialization=True)
+  processor.save_pretrained(directory)
+  return Family(name, model, processor, directory)
+
+
+NAMES = ["paligemma", "paligemma2", "smolvlm"]
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:transformers")
+
+
+# ----------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("name", NAMES)
+def test_logits_match_transformers(name):
+  f = family(name)
+  ref, ours, valid = f.logits
+  assert ref.shape == ours.shape and (~valid).any()  # padded batch
+  delta = np.abs(ref - ours)[valid].max()
+  print(f"{name}: max |Δlogit| = {delta:.2e} over {valid.sum()} positions (|logit| up to {np.abs(ref).max():.1f})")
+  assert delta <= TOL
+  if name == "paligemma2":
+    assert valid.sum(axis=1).max() > WINDOW + 10  # the local layers really cut attention
+  assert type(f.loaded[2]).__name__ == type(f.processor).__name__  # processor files -> a processor
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_greedy_generation_matches_transformers(name):
+  f = family(name)
+  inputs = f.batch("generate", "left")
+  V = f.hf_model.config.text_config.vocab_size
+  with torch.no_grad():
+    ref = f.hf_model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                              eos_token_id=V + 1, pad_token_id=0)  # an id no model emits: no early stop
+  ref = ref[:, inputs["input_ids"].shape[1]:].numpy()
+  model, params, _ = f.loaded
+  batch = hf.batch_from_hf_inputs(model, **inputs)
+  ours = gen.generate(model, params, batch, max_new_tokens=NEW_TOKENS, eos_id=V + 1, pad_id=0)
+  assert ref.shape == (2, NEW_TOKENS) and len(set(ref.ravel().tolist())) > 3
+  np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_then_from_pretrained_gives_same_logits(name, tmp_path):
+  f = family(name)
+  model, params, processor = f.loaded
+  hf.save(model, params, tmp_path, hf_config=f.directory)
+  reloaded = type(f.hf_model).from_pretrained(tmp_path).eval()
+  ref, ours, valid = f.logits
+  inputs = f.batch("logits", "left" if name == "paligemma2" else "right")
+  with torch.no_grad():
+    again = reloaded(**inputs).logits.numpy()
+  assert np.abs(again - ref)[valid].max() <= 1e-6  # float32 weights survive the trip exactly
+  assert np.abs(again - ours)[valid].max() <= TOL
+  assert (tmp_path / "tokenizer.json").is_file()  # processor files copied from the source
+
+
+# ----------------------------------------------------------------------------- layouts, dtypes, mesh
+def rewrite(src: Path, dst: Path, rename=lambda k: k, edit=lambda d: d, dtype=None):
+  dst.mkdir()
+  shutil.copy(src / "config.json", dst / "config.json")
+  tensors = {rename(k): v if dtype is None else v.to(dtype) for k, v in load_file(src / "model.safetensors").items()}
+  save_file(edit(tensors), dst / "model.safetensors", metadata={"format": "pt"})
+  return dst
+
+
+def test_4x_5x_layouts_and_bf16_load_the_same_weights(tmp_path):
+  f = family("paligemma2")
+  stored = load_file(f.directory / "model.safetensors")
+  layout_4x = lambda k: k.replace("vision_tower.", "vision_tower.vision_model.")  # noqa: E731
+  layout_5x = lambda k: ("lm_head." + k[len("language_model.lm_head."):] if k.startswith("language_model.lm_head.")  # noqa: E731
+                         else "model." + k.replace("language_model.model.", "language_model."))
+  assert any(k.startswith("language_model.model.") for k in stored)
+  base = jax.tree.map(np.asarray, f.loaded[1])
+  for name, rename in (("4x", layout_4x), ("5x", layout_5x)):
+    d = rewrite(f.directory, tmp_path / name, rename)
+    keys = list(load_file(d / "model.safetensors"))
+    assert any(k.startswith("vision_tower.vision_model." if name == "4x" else "model.language_model.") for k in keys)
+    _, params, processor = hf.load(d, dtype="float32")
+    assert processor is None  # config.json + weights only
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), base)
+  d = rewrite(f.directory, tmp_path / "bf16", dtype=torch.bfloat16)
+  _, params, _ = hf.load(d, dtype="float32")
+  want = stored["language_model.model.layers.1.mlp.up_proj.weight"].to(torch.bfloat16).float().numpy().T
+  got = np.asarray(params["llm"]["layers"]["mlp"]["up_proj"]["kernel"][1])
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got, want)
+
+
+@contextlib.contextmanager
+def counting_reads():
+  """Wraps safetensors.safe_open: counts reads and how many read tensors are still alive at each read."""
+  real_open, live, reads = safetensors.safe_open, [], {"calls": 0, "most_alive": 0}
+
+  class Counting:
+    def __init__(self, *args, **kwargs):
+      self.file = real_open(*args, **kwargs)
+
+    def __enter__(self):
+      self.file.__enter__()
+      return self
+
+    def __exit__(self, *exc):
+      return self.file.__exit__(*exc)
+
+    def get_tensor(self, key):
+      reads["calls"] += 1
+      reads["most_alive"] = max(reads["most_alive"], sum(r() is not None for r in live))
+      tensor = self.file.get_tensor(key)
+      live.append(weakref.ref(tensor))
+      return tensor
+
+  safetensors.safe_open = Counting
+  try:
+    yield reads
+  finally:
+    safetensors.safe_open = real_open
+
+
+def test_sharded_checkpoint_loads_onto_8_device_mesh(tmp_path):
+  f = family("paligemma2")
+  f.hf_model.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="100KB")
+  assert len(list(tmp_path.glob("*.safetensors"))) >= 3 and (tmp_path / "model.safetensors.index.json").is_file()
+  mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  with counting_reads() as reads:
+    model, params, processor = hf.load(tmp_path, mesh=mesh, dtype="float32")
+  assert processor is None
+  n_tensors = sum(len(header(file)[1]) - 1 for file in tmp_path.glob("*.safetensors"))
+  assert reads["calls"] == n_tensors and reads["most_alive"] <= 1  # tensor by tensor, each once
+  emb = params["llm"]["embedder"]["embedding"]   # [vocab, embed] -> (tensor, fsdp)
+  q = params["llm"]["layers"]["attn"]["q_proj"]["kernel"]  # [layers, embed, heads, head_dim]
+  assert emb.sharding.spec == P("tensor", "fsdp") and len(emb.sharding.device_set) == 8
+  assert q.sharding.spec == P(None, "fsdp", "tensor", None)
+  assert emb.addressable_shards[0].data.shape == (1280 // 2, 48 // 2)
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params),
+               jax.tree.map(np.asarray, f.loaded[1]))
+  ref, _, valid = f.logits
+  ours = hf.logits_from_hf_inputs(model, params, **f.batch("logits", "left"))
+  assert np.abs(ours - ref)[valid].max() <= TOL
+
+
+# ----------------------------------------------------------------------------- failures
+def header(file: Path) -> tuple[int, dict]:
+  n = struct.unpack("<Q", file.read_bytes()[:8])[0]
+  return n, json.loads(file.read_bytes()[8:8 + n])
+
+
+def test_broken_checkpoints_fail_naming_the_tensor(tmp_path):
+  src = family("paligemma").directory
+  up = "language_model.model.layers.1.mlp.up_proj.weight"
+
+  d = rewrite(src, tmp_path / "truncated")
+  n, meta = header(d / "model.safetensors")
+  last = max((k for k in meta if k != "__metadata__"), key=lambda k: meta[k]["data_offsets"][1])
+  cut = 8 + n + meta[last]["data_offsets"][0] + 4
+  (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:cut])
+  with pytest.raises(CheckpointError, match=f"truncated.*{last}"):
+    hf.load(d)
+
+  def shrink(t):
+    t[up] = t[up][:-1]
+    return t
+  d = rewrite(src, tmp_path / "shape", edit=shrink)
+  with pytest.raises(CheckpointError, match=rf"{up}.*\[95, 48\].*\[96, 48\]"):
+    hf.load(d)
+  d = rewrite(src, tmp_path / "missing", edit=lambda t: {k: v for k, v in t.items() if k != up})
+  with pytest.raises(CheckpointError, match="lacks.*layers.1.mlp.up_proj.weight"):
+    hf.load(d)
+  d = rewrite(src, tmp_path / "extra", edit=lambda t: {**t, "language_model.model.layers.7.mlp.up_proj.weight": t[up].clone()})
+  with pytest.raises(CheckpointError, match="layers.7.mlp.up_proj.weight"):
+    hf.load(d)
+
+  (tmp_path / "pickle").mkdir()
+  shutil.copy(src / "config.json", tmp_path / "pickle")
+  (tmp_path / "pickle" / "pytorch_model.bin").write_bytes(b"not read")
+  with pytest.raises(FileNotFoundError, match="Only safetensors"):
+    hf.load(tmp_path / "pickle")
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    hf.load(tmp_path / "nowhere" / "model")
+
+
+def test_hub_id_offline_says_where_to_put_the_files(monkeypatch):
+  import huggingface_hub
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+  with pytest.raises(FileNotFoundError, match="could not be fetched.*config.json and the \\*.safetensors"):
+    hf.load("no-such-org/no-such-model")
+
+
+def test_prefix_longer_than_sliding_window_is_refused():
+  f = family("paligemma2")
+  model, params, _ = f.loaded
+  f.processor.tokenizer.padding_side = "right"
+  inputs = f.processor(images=images(np.random.default_rng(0), [(32, 32)]), text=[words(np.random.default_rng(1), 9)],
+                       return_tensors="np")
+  assert (inputs["token_type_ids"] == 0).sum() > WINDOW
+  with pytest.raises(ValueError, match="sliding window"):
+    hf.logits_from_hf_inputs(model, params, **inputs)
