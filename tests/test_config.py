@@ -31,7 +31,7 @@ def _cli(tmp_path, *args):
     (["--config.vqa.lrr=1"], ["unknown config key 'config.vqa.lrr'",
                               "did you mean 'config.vqa.lr'?"]),
     (["--config.date.label_fraction=0.1"], ["unknown config key 'config.date.label_fraction'",
-                                          "did you mean 'config.data'?"]),
+                                          "did you mean 'config.data.label_fraction'?"]),
     (["--config.data.label_fraction=0"], ["config.data.label_fraction=0.0 must be in (0, 1]"]),
     (["--config.data.label_fraction=1.5"], ["config.data.label_fraction=1.5 must be in (0, 1]"]),
     (["--config.vqa.lr=-0.001"], ["config.vqa.lr=-0.001 must be > 0"]),
