@@ -23,12 +23,10 @@ import contextlib
 import dataclasses
 import functools
 import json
-import math
 import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -49,8 +47,6 @@ _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokeni
                     "tokenizer_config.json", "tokenizer.model")
 _EXTRA_FILES = _PROCESSOR_FILES + ("special_tokens_map.json", "generation_config.json", "chat_template.json",
                                    "chat_template.jinja", "added_tokens.json")
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 # ----------------------------------------------------------------------------- finding the files
@@ -81,61 +77,6 @@ def resolve(path) -> Path:
   return directory
 
 
-@dataclasses.dataclass(frozen=True)
-class _Ref:
-  file: Path
-  key: str          # as stored in the file
-  shape: tuple
-  dtype: str
-
-
-def _read_header(file: Path) -> dict:
-  """The safetensors JSON header, checked against the file size (names truncated tensors)."""
-  size = file.stat().st_size
-  with open(file, "rb") as f:
-    n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
-    if n < 0 or 8 + n > size:
-      raise CheckpointError(f"{file} is truncated or not safetensors (header runs past the end of the "
-                            f"{size}-byte file); download it again")
-    header = json.loads(f.read(n))
-  header.pop("__metadata__", None)
-  data_size = size - 8 - n
-  for key, meta in header.items():
-    start, end = meta["data_offsets"]
-    want = math.prod(meta["shape"]) * _DTYPE_BYTES.get(meta["dtype"], 0)
-    if end > data_size:
-      raise CheckpointError(f"{file} is truncated: tensor {key!r} needs bytes {start}..{end} of the data "
-                            f"section but the file holds {data_size}; download it again")
-    if end - start != want:
-      raise CheckpointError(f"{file}: tensor {key!r} ({meta['dtype']} {meta['shape']}) holds {end - start} "
-                            f"bytes instead of {want}; the file is corrupt")
-  return header
-
-
-def _tensor_refs(directory: Path) -> dict[str, _Ref]:
-  """canonical key -> where it is; every file named by the shard index (or every *.safetensors)."""
-  index = directory / "model.safetensors.index.json"
-  if index.is_file():
-    names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    missing = [n for n in names if not (directory / n).is_file()]
-    if missing:
-      raise CheckpointError(f"{directory}: shard file(s) {missing} named in {index.name} are missing")
-    files = [directory / n for n in names]
-  else:
-    files = sorted(directory.glob("*.safetensors"))
-  refs: dict[str, _Ref] = {}
-  for file in files:
-    for key, meta in _read_header(file).items():
-      name = hf_keys.canonical(key)
-      if name is None:
-        raise CheckpointError(f"{file}: tensor {key!r} belongs to no known part of a PaliGemma / Idefics3 "
-                              "checkpoint (config.json and weights disagree?)")
-      if name in refs:
-        raise CheckpointError(f"{directory}: tensor {key!r} appears twice ({refs[name].file.name}, {file.name})")
-      refs[name] = _Ref(file, key, tuple(meta["shape"]), meta["dtype"])
-  return refs
-
-
 # ----------------------------------------------------------------------------- load
 def load(path, *, mesh=None, dtype: str = "bfloat16", param_dtype: str = "float32", **overrides):
   """(model, params, processor) from a HF PaliGemma / PaliGemma 2 / Idefics3 (SmolVLM) checkpoint.
@@ -155,7 +96,7 @@ def load(path, *, mesh=None, dtype: str = "bfloat16", param_dtype: str = "float3
   abstract = _abstract_params(cfg)
   shardings = flatten_dict(shd.param_shardings(abstract, mesh))
   leaves = flatten_dict(nn.meta.unbox(abstract))
-  refs = _tensor_refs(directory)
+  refs = hf_keys.tensor_refs(directory)
   plan = _plan(cfg, directory, leaves, refs)
   params = {}
   cpu = _cpu_device()
@@ -227,8 +168,8 @@ def _processor(directory: Path):
   from transformers import AutoProcessor
   processor = AutoProcessor.from_pretrained(directory, trust_remote_code=False)
   ip = getattr(processor, "image_processor", None)
-  if ip is not None and not (np.allclose(getattr(ip, "image_mean", 0.5), 0.5)
-                             and np.allclose(getattr(ip, "image_std", 0.5), 0.5)):
+  if ip is not None and not (np.allclose(getattr(ip, "image_mean", None) or 0.5, 0.5)
+                             and np.allclose(getattr(ip, "image_std", None) or 0.5, 0.5)):
     warnings.warn(f"{directory}: the processor normalises images with mean {ip.image_mean} / std "
                   f"{ip.image_std}, not to [-1, 1] as this package's data pipeline does; feed this model "
                   "pixel_values from the processor (batch_from_hf_inputs)", stacklevel=3)
@@ -395,24 +336,19 @@ def save(model: VLM, params, path, *, hf_config=None, processor=None, max_shard_
   if len(shards) > 1:
     index = {"metadata": {"total_size": sum(e[4] for e in entries)}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-  (out / "config.json").write_text(json.dumps(_config(cfg, dtypes.pop(), hf_config, out, processor), indent=2))
+  config = hf_keys.save_config(cfg, dtypes.pop(), _source_config(hf_config, out, processor))
+  (out / "config.json").write_text(json.dumps(config, indent=2))
   if processor is not None:
     processor.save_pretrained(out)
   return out
 
 
-def _config(cfg, dtype, hf_config, out: Path, processor) -> dict:
-  ours = hf_keys.hf_config_dict(cfg, dtype)
-  base = {}
-  if isinstance(hf_config, dict):
-    base = hf_config
-  elif hf_config is not None:
-    source = Path(hf_config)
-    base = json.loads((source / "config.json").read_text())
-    if processor is None and source.resolve() != out.resolve():
-      for name in _EXTRA_FILES:
-        if (source / name).is_file():
-          shutil.copy2(source / name, out / name)
-  if cfg.image_token_id is None and ({"image_token_index", "image_token_id"} & set(base)):
-    ours.pop("image_token_index")  # prefix layout: the source's image token stays
-  return hf_keys.merge(base, ours)
+def _source_config(hf_config, out: Path, processor) -> dict:
+  if hf_config is None or isinstance(hf_config, dict):
+    return dict(hf_config or {})
+  source = Path(hf_config)
+  if processor is None and source.resolve() != out.resolve():
+    for name in _EXTRA_FILES:
+      if (source / name).is_file():
+        shutil.copy2(source / name, out / name)
+  return json.loads((source / "config.json").read_text())

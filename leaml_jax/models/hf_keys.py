@@ -8,7 +8,8 @@ Checkpoint keys are first put in a canonical form that hides transformers' layou
   lm_head.*    language_model.lm_head.* | lm_head.*
   vision.*     vision_tower.vision_model.* (4.x) | (model.)vision_tower.* (5.x) | model.vision_model.*
   connector.*  (model.)multi_modal_projector.linear.* | model.connector.modality_projection.proj.*
-`save` writes the 4.x (hub) layout, which every transformers version reads.
+`save` writes the 4.x (hub) layout, which every transformers version reads. `tensor_refs` indexes
+a checkpoint directory (which file holds which tensor), checking headers against file sizes.
 
 Weight layout: torch Linear weights are [out, in] (ours [in, out]); attention projections are
 split per head ([D, heads, head_dim] / [heads, head_dim, D]); the patch conv is OIHW (ours HWIO);
@@ -17,12 +18,14 @@ scanned layers carry a leading depth axis (one HF tensor per layer, stacked).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from leaml_jax.errors import CheckpointError
 from leaml_jax.models.presets import LMConfig, ViTConfig, VLMConfig
 
 FAMILIES = ("paligemma", "idefics3")
@@ -62,6 +65,71 @@ def hf_key(family: str, canonical_key: str) -> str:
     if canonical_key.startswith(prefix):
       return hf_prefix + canonical_key[len(prefix):]
   raise KeyError(canonical_key)
+
+
+# ----------------------------------------------------------------------------- the checkpoint index
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+  file: Path
+  key: str          # as stored in the file
+  shape: tuple
+  dtype: str
+
+
+def _read_header(file: Path) -> dict:
+  """The safetensors JSON header, checked against the file size (names truncated tensors)."""
+  size = file.stat().st_size
+  with open(file, "rb") as f:
+    n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+    if n < 0 or 8 + n > size:
+      raise CheckpointError(f"{file} is truncated or not safetensors (header runs past the end of the "
+                            f"{size}-byte file); download it again")
+    try:
+      header = json.loads(f.read(n))
+    except ValueError as e:
+      raise CheckpointError(f"{file}: unreadable safetensors header ({e}); download it again") from e
+  header.pop("__metadata__", None)
+  data_size = size - 8 - n
+  for key, meta in header.items():
+    start, end = meta["data_offsets"]
+    if meta["dtype"] not in _DTYPE_BYTES:
+      raise CheckpointError(f"{file}: tensor {key!r} has dtype {meta['dtype']}, which is not supported")
+    want = math.prod(meta["shape"]) * _DTYPE_BYTES[meta["dtype"]]
+    if end > data_size:
+      raise CheckpointError(f"{file} is truncated: tensor {key!r} needs bytes {start}..{end} of the data "
+                            f"section but the file holds {data_size}; download it again")
+    if end - start != want:
+      raise CheckpointError(f"{file}: tensor {key!r} ({meta['dtype']} {meta['shape']}) holds {end - start} "
+                            f"bytes instead of {want}; the file is corrupt")
+  return header
+
+
+def tensor_refs(directory: Path) -> dict[str, Ref]:
+  """canonical key -> where it is; every file named by the shard index (or every *.safetensors)."""
+  index = directory / "model.safetensors.index.json"
+  if index.is_file():
+    names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    missing = [n for n in names if not (directory / n).is_file()]
+    if missing:
+      raise CheckpointError(f"{directory}: shard file(s) {missing} named in {index.name} are missing")
+    files = [directory / n for n in names]
+  else:
+    files = sorted(directory.glob("*.safetensors"))
+  refs: dict[str, Ref] = {}
+  for file in files:
+    for key, meta in _read_header(file).items():
+      name = canonical(key)
+      if name is None:
+        raise CheckpointError(f"{file}: tensor {key!r} belongs to no known part of a PaliGemma / Idefics3 "
+                              "checkpoint (config.json and weights disagree?)")
+      if name in refs:
+        raise CheckpointError(f"{directory}: tensor {key!r} appears twice ({refs[name].file.name}, {file.name})")
+      refs[name] = Ref(file, key, tuple(meta["shape"]), meta["dtype"])
+  return refs
 
 
 # ----------------------------------------------------------------------------- weight transforms
@@ -219,9 +287,27 @@ def vlm_config(hf, **overrides: Any) -> tuple[VLMConfig, str]:
     kw = dict(connector="linear", position_offset=1)
   else:
     _require(lm.family == "llama", f"idefics3 with a {lm.family} text model is not supported")
+    _require(_idefics3_positions_in_order(vit.grid[0]),
+             f"idefics3: for a {vit.grid[0]}x{vit.grid[0]} patch grid transformers' float32 bucketing gives "
+             "position ids out of order (models/hf_keys.py); this grid is not supported")
     kw = dict(connector="pixel_shuffle", pixel_shuffle_factor=hf.scale_factor, position_offset=0,
               image_token_id=hf.image_token_id)
   return VLMConfig(vit=vit, lm=lm, **{**kw, **overrides}), family
+
+
+def _idefics3_positions_in_order(side: int) -> bool:
+  """HF Idefics3 finds a full image's position ids by bucketing i/side into [k/side) bins in
+  float32; for some grids (19, 25, 29, ...) rounding puts patches in the wrong bin, while our
+  ViT uses ids 0..side-1. Exact for powers of two; other grids are checked with torch."""
+  if side & (side - 1) == 0:
+    return True
+  try:
+    import torch
+  except ImportError:
+    return False
+  boundaries = torch.arange(1 / side, 1.0, 1 / side)
+  coords = torch.clamp(torch.arange(side, dtype=torch.float32) * (1.0 / torch.tensor(side)), max=1.0 - 1e-6)
+  return bool(torch.equal(torch.bucketize(coords, boundaries, right=True), torch.arange(side)))
 
 
 # ----------------------------------------------------------------------------- VLMConfig -> config.json
@@ -274,10 +360,15 @@ def hf_config_dict(cfg: VLMConfig, dtype: str) -> dict[str, Any]:
               vision_config=dict(vision, model_type="idefics3_vision"))
 
 
-def merge(base: dict, ours: dict) -> dict:
-  """`ours` over `base` (nested dicts merged): shapes from our config, token ids etc. from the source."""
-  out = dict(base)
-  for k, v in ours.items():
-    out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+def save_config(cfg: VLMConfig, dtype: str, base: dict) -> dict[str, Any]:
+  """config.json for `cfg` over the source's `base`: shapes from cfg, token ids etc. from base."""
+  ours = hf_config_dict(cfg, dtype)
+  if cfg.image_token_id is None and {"image_token_index", "image_token_id"} & set(base):
+    ours.pop("image_token_index")  # image-prefix layout: the source's image token stays
+
+  def merge(b, o):
+    return {**b, **{k: merge(b[k], v) if isinstance(v, dict) and isinstance(b.get(k), dict) else v
+                    for k, v in o.items()}}
+  out = merge(base, ours)
   out.pop("torch_dtype", None)  # superseded by "dtype"
   return out
