@@ -15,11 +15,13 @@ import tempfile
 import weakref
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 import safetensors
 import torch
+from flax.traverse_util import flatten_dict
 from jax.sharding import PartitionSpec as P
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -30,7 +32,8 @@ from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idef
 from leaml_jax import generate as gen
 from leaml_jax import sharding as shd
 from leaml_jax.errors import CheckpointError
-from leaml_jax.models import hf, hf_keys
+from leaml_jax.models import hf, hf_keys, presets
+from leaml_jax.models.vlm import VLM, dummy_inputs
 
 TOL = 1e-4      # max |Δlogit| in float32
 NEW_TOKENS = 16
@@ -297,6 +300,51 @@ def test_sharded_checkpoint_loads_onto_8_device_mesh(tmp_path):
   assert np.abs(ours - ref)[valid].max() <= TOL
 
 
+# ----------------------------------------------------------------------------- real sizes (no weights)
+# config.json of google/paligemma-3b-pt-224, google/paligemma2-3b-pt-224 and
+# HuggingFaceTB/SmolVLM-256M-Instruct, as sparse as on the hub (transformers fills the defaults).
+_SIGLIP = dict(hidden_size=1152, intermediate_size=4304, num_attention_heads=16, num_hidden_layers=27,
+               patch_size=14, projection_dim=2048, vision_use_head=False, model_type="siglip_vision_model")
+REAL = {
+    "paligemma_3b": (PaliGemmaConfig, PaliGemmaForConditionalGeneration, dict(
+        hidden_size=2048, projection_dim=2048, image_token_index=257152, vision_config=_SIGLIP,
+        text_config=dict(model_type="gemma", hidden_size=2048, intermediate_size=16384, num_attention_heads=8,
+                         num_hidden_layers=18, num_key_value_heads=1, vocab_size=257216))),
+    "paligemma2_3b": (PaliGemmaConfig, PaliGemmaForConditionalGeneration, dict(
+        hidden_size=2304, projection_dim=2304, image_token_index=257152, vision_config=dict(_SIGLIP, projection_dim=2304),
+        text_config=dict(model_type="gemma2", hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                         num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                         sliding_window=4096, vocab_size=257216, final_logit_softcapping=30.0,
+                         attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh"))),
+    "smolvlm_256m": (Idefics3Config, Idefics3ForConditionalGeneration, dict(
+        image_token_id=49190, scale_factor=4, tie_word_embeddings=False,
+        text_config=dict(model_type="llama", head_dim=64, hidden_size=576, intermediate_size=1536,
+                         num_attention_heads=9, num_hidden_layers=30, num_key_value_heads=3, rms_norm_eps=1e-5,
+                         rope_theta=100000, vocab_size=49280, tie_word_embeddings=False),
+        vision_config=dict(model_type="idefics3_vision", hidden_size=768, image_size=512, intermediate_size=3072,
+                           num_attention_heads=12, num_hidden_layers=12, patch_size=16))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_configs_give_the_presets_and_every_hf_tensor(name):
+  config_cls, model_cls, fields = REAL[name]
+  hf_cfg = config_cls(**fields)
+  cfg, _ = hf_keys.vlm_config(hf_cfg)
+  want = presets.get(name)
+  assert cfg == (dataclasses.replace(want, image_token_id=49190) if name == "smolvlm_256m" else want)
+  with torch.device("meta"):  # full-size module tree, no memory
+    theirs = {hf_keys.canonical(k): tuple(v.shape) for k, v in model_cls(hf_cfg).state_dict().items()}
+  abstract = jax.eval_shape(lambda: VLM(cfg).init(jax.random.key(0), *dummy_inputs(cfg, 1, 4))["params"])
+  ours = {}
+  for path, leaf in flatten_dict(nn.meta.unbox(abstract)).items():
+    keys, stacked, transform = hf_keys.source(cfg, path)
+    ours.update({k: hf_keys.TRANSFORMS[transform][2](leaf.shape[1:] if stacked else leaf.shape) for k in keys})
+  if cfg.lm.tie_embeddings:
+    assert theirs.pop("lm_head.weight") == theirs["text.embed_tokens.weight"]
+  assert ours == theirs
+
+
 # ----------------------------------------------------------------------------- failures
 def header(file: Path) -> tuple[int, dict]:
   n = struct.unpack("<Q", file.read_bytes()[:8])[0]
@@ -362,8 +410,8 @@ def test_prefix_longer_than_sliding_window_is_refused():
   f = family("paligemma2")
   model, params, _ = f.loaded
   f.processor.tokenizer.padding_side = "right"
-  inputs = f.processor(images=images(np.random.default_rng(0), [(32, 32)]), text=[words(np.random.default_rng(1), 9)],
-                       return_tensors="np")
+  inputs = f.processor(images=images(np.random.default_rng(0), [(32, 32)]),
+                       text=["<image>" + words(np.random.default_rng(1), 9)], return_tensors="np")
   assert (inputs["token_type_ids"] == 0).sum() > WINDOW
   with pytest.raises(ValueError, match="sliding window"):
     hf.logits_from_hf_inputs(model, params, **inputs)
