@@ -144,6 +144,6 @@ def test_restore_without_checkpoint_names_directory(tmp_path):
   directory = str(tmp_path / "empty")
   saved = _zero_state(*helpers.tiny_model("tiny", vocab=64), jax.devices()[:1])
   reader = checkpoint.Checkpointer(directory)
-  with pytest.raises(FileNotFoundError, match=re.escape(directory)):
+  with pytest.raises(checkpoint.CheckpointError, match=re.escape(directory)):
     reader.restore(checkpoint.abstract_like(saved))
   reader.close()
