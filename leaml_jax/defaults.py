@@ -26,7 +26,7 @@ def base_config() -> ConfigDict:
   c.force = ""  # comma-separated stages to redo even if their outputs are complete ("all" = every one)
   c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1, num_devices=0,  # num_devices 0 = all
                            distributed=False))  # True on multi-host TPU slices
-  c.progress = True
+  c.progress = True  # tqdm progress bars
 
   c.data = ConfigDict(dict(
       source="synthetic",            # synthetic | kvasir_vqa | sportu_video

@@ -13,6 +13,7 @@ Axis legend: D depth (scanned layers), B batch, T positions, F neurons.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable
 
 import jax
@@ -83,7 +84,7 @@ def relevance(model, params, batches: Iterable[dict], *, score: str = "taylor", 
   """Per-neuron relevance over labelled QA batches -> {mlp_path: np.ndarray [(depth,) F]}."""
   fn = make_relevance_fn(model, score)
   sums, weights = {}, {}
-  ctx = shd.with_mesh_rules(mesh) if mesh is not None else _null()
+  ctx = shd.with_mesh_rules(mesh) if mesh is not None else contextlib.nullcontext()
   with ctx:
     for batch in batches:
       if mesh is not None:
@@ -94,14 +95,6 @@ def relevance(model, params, batches: Iterable[dict], *, score: str = "taylor", 
   if not sums:
     raise ValueError("relevance: no batches given (is the labelled set empty?)")
   return {k: (v / max(weights[k], 1e-9)).astype(np.float32) for k, v in sums.items()}
-
-
-class _null:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *a):
-    return False
 
 
 def select(scores: dict, fraction: float, *, per_layer: bool = False, params=None,

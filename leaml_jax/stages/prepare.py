@@ -28,8 +28,8 @@ def run(ctx) -> None:
   general = build(c.base.domain, c.base.num_images, 100) if "base" in c.stages else ""
   tok_lib.synthetic_tokenizer(ctx.path("data", "tokenizer.json"), vocab_size=c.data.vocab_size)
 
-  train_ids = [ex_id for ex_id in _ids(builders.load_source(target, "train"))]
-  test_ids = _ids(builders.load_source(target, "test"))
+  train_ids = builders.load_source(target, "train").ids()
+  test_ids = builders.load_source(target, "test").ids()
   rng = np.random.default_rng(c.seed)
   n_lab = max(1, int(round(c.data.label_fraction * len(train_ids))))
   order = rng.permutation(len(train_ids))
@@ -39,11 +39,6 @@ def run(ctx) -> None:
       "dataset": c.data.domain, "target_dir": target, "general_dir": general,
       "label_fraction": c.data.label_fraction, "seed": c.seed,
       "labeled": labeled, "unlabeled": unlabeled, "test": test_ids})
-
-
-def _ids(source) -> list[str]:
-  return [str(source.raw[i]["id"].decode() if isinstance(source.raw[i]["id"], bytes)
-              else source.raw[i]["id"]) for i in range(len(source))]
 
 
 def _all(source) -> list[dict]:
