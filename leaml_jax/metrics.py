@@ -39,7 +39,3 @@ class MetricWriter:
       if self._tb is not None:
         self._tb.close()
 
-
-def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]

@@ -11,7 +11,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -48,13 +47,6 @@ def make_mesh(shape: dict | Any, devices=None) -> Mesh:
     raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
                      f"have {devices.size}; set config.mesh so the product matches (use -1 for one axis)")
   return Mesh(devices.reshape(sizes), MESH_AXES)
-
-
-def logical_to_sharding(logical_tree, mesh: Mesh):
-  """PartitionSpec tree of logical names -> NamedSharding tree."""
-  specs = nn.logical_to_mesh(logical_tree, RULES)
-  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                      is_leaf=lambda x: isinstance(x, P))
 
 
 def _divisible(spec: P, shape, mesh: Mesh) -> P:
@@ -122,6 +114,3 @@ def with_mesh_rules(mesh: Mesh):
   del mesh
   return nn.logical_axis_rules(RULES)
 
-
-def tree_bytes(tree) -> int:
-  return sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))

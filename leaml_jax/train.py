@@ -180,8 +180,3 @@ def model_flops_per_example(cfg, text_len: int) -> float:
   flops += 12 * lm.depth * t_lm ** 2 * lm.num_heads * lm.head_dim
   return float(flops)
 
-
-def host_tokens(batch) -> int:
-  if "mask_input" in batch:
-    return int(np.asarray(batch["mask_input"]).sum())
-  return sum(host_tokens(v) for v in batch.values() if isinstance(v, dict))

@@ -140,17 +140,21 @@ def _load_npz(path):
 
 
 def generator_mask(ctx, variant: Variant, params):
-  """Param mask tree for the distillation updates, or None (all neurons)."""
+  """Param mask tree for the distillation updates, or None (all neurons).
+
+  "relevance" uses the selection the `relevance` stage wrote (relevance/mask.npz); "random"
+  selects the same number of neurons from random scores of the same shapes."""
   c = ctx.config.neurons
   kind = variant.mask or c.mask
   if kind == "none":
     return None
-  scores = _load_npz(ctx.path("relevance", "scores.npz"))
-  if kind == "random":
-    scores = neurons.random_scores(scores, np.random.default_rng(ctx.config.seed))
-  masks, tree = neurons.select(scores, c.fraction, per_layer=c.per_layer, params=params,
-                               non_neuron=c.non_neuron_params, towers=tuple(c.towers))
-  return tree
+  if kind == "relevance":
+    masks = _load_npz(ctx.path("relevance", "mask.npz"))
+  else:
+    scores = _load_npz(ctx.path("relevance", "scores.npz"))
+    rand = neurons.random_scores(scores, np.random.default_rng(ctx.config.seed))
+    masks, _ = neurons.select(rand, c.fraction, per_layer=c.per_layer, towers=tuple(c.towers))
+  return neurons.param_mask(masks, params, non_neuron=c.non_neuron_params)
 
 
 def run_qa_generator(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
@@ -162,16 +166,15 @@ def run_qa_generator(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   unl = [ex for ex in prepare.examples(ctx, "unlabeled") if ex["id"] in caps]
   cap_records = pipeline.caption_records([{**ex, "caption": caps[ex["id"]]} for ex in unl])
   name = variant.prefix + "qa_generator"
-  qa_it = iter(dataset(ctx, qa_records, g.batch_size, seed_name=name + "/qa"))
   if not variant.distill:
     params = lm_finetune(ctx, name, params=params, tcfg=g, records=qa_records)
     ctx.save_params(name, params)
     return
-  mask = generator_mask(ctx, variant, params)
-  mask_tree = jax.tree.map(np.asarray, mask) if mask is not None else None
+  mask_tree = generator_mask(ctx, variant, params)
   applies_all = c.neurons.applies_to == "all"
   loss_fn = losses.generator_loss(ctx.model, distill_weight=g.distill_weight,
                                   distill_mask=None if applies_all else mask_tree)
+  qa_it = iter(dataset(ctx, qa_records, g.batch_size, seed_name=name + "/qa"))
   d_it = iter(dataset(ctx, cap_records, g.distill_batch_size, seed_name=name + "/distill"))
   params = finetune(ctx, name, params=params, tcfg=g, loss_fn=loss_fn,
                     data_iter=ZipIterator(qa=qa_it, distill=d_it),

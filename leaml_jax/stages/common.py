@@ -103,19 +103,19 @@ class Context:
             "mask_ar": np.zeros((batch_size, L), np.int32),
             "mask_input": np.ones((batch_size, L), np.int32)}
 
+  def _init_fn(self):
+    b = self.dummy_batch()
+    return lambda r: self.model.init(r, b["image"], b["text"], b["mask_ar"], b["mask_input"])
+
   def init_params(self, rng):
     """Fresh params, born sharded on the mesh."""
-    b = self.dummy_batch()
-    init = lambda r: self.model.init(r, b["image"], b["text"], b["mask_ar"], b["mask_input"])
-    variables, _ = shd.init_sharded(init, self.mesh, rng)
+    variables, _ = shd.init_sharded(self._init_fn(), self.mesh, rng)
     return variables["params"]
 
   @functools.cached_property
   def abstract_params(self):
     """ShapeDtypeStructs with the mesh shardings: restore targets for orbax."""
-    b = self.dummy_batch()
-    init = lambda r: self.model.init(r, b["image"], b["text"], b["mask_ar"], b["mask_input"])
-    abstract = jax.eval_shape(init, jax.random.key(0))
+    abstract = jax.eval_shape(self._init_fn(), jax.random.key(0))
     sh = shd.param_shardings(abstract, self.mesh)["params"]
     from flax import linen as nn
     plain = nn.meta.unbox(abstract)["params"]
