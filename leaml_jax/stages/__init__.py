@@ -1,10 +1,10 @@
 """Stage registry: name -> run(ctx). Order and contracts: shared/DESIGN.md §2."""
-from leaml_jax.stages import adapt, evaluate, prepare, report
+from leaml_jax.stages import adapt, base, captions, evaluate, prepare, report
 
 REGISTRY = {
     "prepare": prepare.run,
-    "base": adapt.run_base,
-    "captions": prepare.run_captions,
+    "base": base.run,
+    "captions": captions.run,
     "relevance": adapt.run_relevance,
     "qa_generator": adapt.run_qa_generator,
     "pseudo_qa": adapt.run_pseudo_qa,

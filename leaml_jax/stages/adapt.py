@@ -17,7 +17,7 @@ from leaml_jax import checkpoint, generate as gen_lib, lora, losses, neurons, op
 from leaml_jax.data import pipeline, prompts, synthetic
 from leaml_jax.data.qa_common import mc_options
 from leaml_jax.metrics import MetricWriter
-from leaml_jax.stages import common, prepare
+from leaml_jax.stages import captions as captions_stage, common, prepare
 
 
 # ----------------------------------------------------------------------------- harness
@@ -77,22 +77,6 @@ def lm_finetune(ctx, name, *, params, tcfg, records, params_fn=None):
   it = iter(dataset(ctx, records, tcfg.batch_size, seed_name=name))
   return finetune(ctx, name, params=params, tcfg=tcfg, data_iter=it,
                   loss_fn=losses.lm_loss(ctx.model, params_fn), examples_per_step=tcfg.batch_size)
-
-
-# ----------------------------------------------------------------------------- base
-def run_base(ctx) -> None:
-  """Demo base VLM: pre-train the tiny model on the general domain (VQA, captions, QA-gen)."""
-  c = ctx.config
-  if c.model.path:
-    from leaml_jax.config_lib import ConfigError
-    raise ConfigError("config.model.path: importing a HF checkpoint is not wired into this "
-                      "version; leave it empty to pre-train the tiny demo base")
-  exs = prepare.examples(ctx, "general")
-  records = (pipeline.vqa_records(exs) + pipeline.caption_records(exs, key="gt_caption")
-             + pipeline.qa_gen_records(exs))
-  params = lm_finetune(ctx, "base", params=ctx.init_params(ctx.rng("init")), tcfg=c.base,
-                       records=records)
-  ctx.save_params("base", params)
 
 
 # ----------------------------------------------------------------------------- LEAML
@@ -162,7 +146,7 @@ def run_qa_generator(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   g = c.qa_generator
   params = ctx.load_params("base")
   qa_records = pipeline.qa_gen_records(prepare.examples(ctx, "labeled"))
-  caps = prepare.captions(ctx)
+  caps = captions_stage.captions(ctx)
   unl = [ex for ex in prepare.examples(ctx, "unlabeled") if ex["id"] in caps]
   cap_records = pipeline.caption_records([{**ex, "caption": caps[ex["id"]]} for ex in unl])
   name = variant.prefix + "qa_generator"
