@@ -39,6 +39,9 @@ def base_config() -> ConfigDict:
       text_len=48,                   # prompt + target tokens (fixed batch shape)
       vocab_size=1024,               # synthetic tokenizer size
       mc_answer="text",              # multiple choice: train/answer with the option text or letter
+      test_fraction=0.2,             # real datasets without an official split: images held out (by id)
+      num_frames=8,                  # frames sampled uniformly per clip (sportu_video)
+      frames="tile",                 # several frames: tile (one grid image) | blocks ([N, H, W, 3])
   ))
   c.model = ConfigDict(dict(
       preset="tiny", path="",        # path: local HF checkpoint dir (real families)
