@@ -57,8 +57,10 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def to_record(ex: dict) -> dict:
-  """Example dict -> TFDS feature dict (PNG bytes, JSON for nested data)."""
-  return {"id": ex["id"], "image": encode_png(ex["image"]),
+  """Example dict -> TFDS feature dict (PNG bytes, JSON for nested data). An image
+  given as bytes (already encoded, e.g. JPEG) is stored as is."""
+  image = ex["image"] if isinstance(ex["image"], bytes) else encode_png(ex["image"])
+  return {"id": ex["id"], "image": image,
           "qa": [{**{k: str(q[k]) for k in _QA_TEXT_KEYS},
                   "options": json.dumps(q.get("options"))} for q in ex["qa"]],
           "facts": json.dumps(ex.get("facts", {})), "caption": ex.get("caption", ""),
@@ -75,11 +77,12 @@ def features() -> tfds.features.FeaturesDict:
       "facts": text, "caption": text, "gt_caption": text, "caption_claims": text})
 
 
-class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  DOMAIN = ""
+class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of our builders: the `features()` records, written in generation order.
+  Real-dataset builders (kvasir.py, sportu.py) derive from it too."""
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  BUILDER_CONFIGS = [SyntheticConfig(name="default")]
+  DESCRIPTION = ""
 
   # TFDS's own lookup of this file needs the `importlib_resources` backport
   # (not a dependency of ours); the answer is simply this module.
@@ -90,8 +93,14 @@ class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
   def _info(self):
     return self.dataset_info_from_configs(
-        description=synthetic.__doc__, features=features(), disable_shuffling=True,
+        description=self.DESCRIPTION, features=features(), disable_shuffling=True,
         homepage="https://github.com/leaml_jax")
+
+
+class _SyntheticBuilder(ArrayRecordBuilder, skip_registration=True):
+  DOMAIN = ""
+  DESCRIPTION = synthetic.__doc__
+  BUILDER_CONFIGS = [SyntheticConfig(name="default")]
 
   def _split_generators(self, dl_manager):
     del dl_manager
