@@ -44,7 +44,8 @@ def _decode_loop(model: VLM, params, batch, temperature, top_p, rng, *, max_new_
                  eos_ids: tuple[int, ...], pad_id: int, sample: bool):
   M = max_new_tokens
   B, L = batch["text"].shape
-  cache_len = model.cfg.num_prefix_tokens + L + M
+  n_images = batch["image"].shape[1] if batch["image"].ndim == 5 else 1
+  cache_len = model.cfg.num_prefix_tokens * n_images + L + M
   variables = {"params": params}
   logits, cache = model.apply(variables, batch["image"], batch["text"], batch["mask_ar"],
                               batch["mask_input"], cache_len=cache_len, method=VLM.prefill)
@@ -138,7 +139,7 @@ def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: in
              bucket: int | None = 16, shardings=None, batch_shardings=None) -> np.ndarray:
   """Greedy (temperature == 0) or temperature + top-p sampling; returns [B, max_new_tokens] int32.
 
-  batch: image [B,H,W,3], text [B,L] right-padded prompt, mask_ar, mask_input (prompt part only).
+  batch: image [B,H,W,3] or [B,n,H,W,3], text [B,L] right-padded prompt, mask_ar, mask_input (prompt part only).
   Tokens after a row's first EOS are `pad_id`; the loop stops once every row has hit EOS.
   shardings: the params' shardings (default: their own `.sharding` when they live on a mesh).
   """

@@ -406,12 +406,64 @@ def test_hub_id_offline_says_where_to_put_the_files(monkeypatch):
     hf.load("no-such-org/no-such-model")
 
 
-def test_prefix_longer_than_sliding_window_is_refused():
+def test_prefix_longer_than_sliding_window_matches_transformers():
+  """PaliGemma 2 sliding layers: transformers ORs its bidirectional prefix block onto the sliding
+  causal mask, so prefix tokens see the whole prefix; answer tokens and decoding see the window."""
   f = family("paligemma2")
   model, params, _ = f.loaded
+  rng = np.random.default_rng(0)
   f.processor.tokenizer.padding_side = "right"
-  inputs = f.processor(images=images(np.random.default_rng(0), [(32, 32)]),
-                       text=["<image>" + words(np.random.default_rng(1), 9)], return_tensors="np")
-  assert (inputs["token_type_ids"] == 0).sum() > WINDOW
-  with pytest.raises(ValueError, match="sliding window"):
-    hf.logits_from_hf_inputs(model, params, **inputs)
+  kw = dict(images=images(rng, [(32, 32), (40, 24)]), text=["<image>" + words(rng, 12), "<image>" + words(rng, 3)],
+            return_tensors="pt", padding="longest")
+  inputs = f.processor(**kw, suffix=[words(rng, 20), words(rng, 4)])
+  prefix = (inputs["token_type_ids"] == 0) & inputs["attention_mask"].bool()
+  assert prefix.sum(axis=1).max() > WINDOW + 4 and (inputs["attention_mask"].sum(axis=1) > 2 * WINDOW).any()
+  with torch.no_grad():
+    ref = f.hf_model(**inputs).logits.numpy()
+  ours = hf.logits_from_hf_inputs(model, params, **inputs)
+  valid = inputs["attention_mask"].numpy().astype(bool)
+  assert np.abs(ref - ours)[valid].max() <= TOL
+  # greedy decoding after a long prefix (HF: sliding cache layers, mask without the prefix block)
+  f.processor.tokenizer.padding_side = "left"
+  prompts = f.processor(**kw)
+  V = f.hf_model.config.text_config.vocab_size
+  with torch.no_grad():
+    ref = f.hf_model.generate(**prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                              eos_token_id=V + 1, pad_token_id=0)[:, prompts["input_ids"].shape[1]:].numpy()
+  ours = gen.generate(model, params, hf.batch_from_hf_inputs(model, **prompts), max_new_tokens=NEW_TOKENS,
+                      eos_id=V + 1, pad_id=0)
+  np.testing.assert_array_equal(ours, ref)
+
+
+def test_several_images_per_row_prefix_layout_matches_transformers():
+  """PaliGemma with n images per prompt: our image [B,n,H,W,3] prefix (each image encoded alone,
+  tokens in order) gives transformers' logits and greedy tokens."""
+  f = family("paligemma")
+  model, params, _ = f.loaded
+  rng = np.random.default_rng(5)
+  f.processor.tokenizer.padding_side = "right"
+  imgs = [images(rng, [(32, 32), (40, 30)]), images(rng, [(20, 50), (32, 32)])]
+  text = ["<image><image>" + words(rng, 4), "<image><image>" + words(rng, 2)]
+  inputs = f.processor(images=imgs, text=text, suffix=[words(rng, 5), words(rng, 3)], return_tensors="pt",
+                       padding="longest")
+  assert (inputs["input_ids"] == f.processor.image_token_id).sum(axis=1).tolist() == [32, 32]
+  with torch.no_grad():
+    ref = f.hf_model(**inputs).logits.numpy()
+  valid = inputs["attention_mask"].numpy().astype(bool)
+  batch = hf.batch_from_hf_inputs(model, **inputs)
+  assert batch["image"].shape == (2, 2, 32, 32, 3)
+  ours = np.asarray(model.apply({"params": params}, batch["image"], batch["text"], batch["mask_ar"],
+                                batch["mask_input"])[0])
+  N = 2 * model.cfg.num_image_tokens
+  for b in range(2):
+    n = int(batch["mask_input"][b].sum())
+    assert np.abs(ours[b, :n] - ref[b, N:N + n]).max() <= TOL
+  f.processor.tokenizer.padding_side = "left"
+  prompts = f.processor(images=imgs, text=text, return_tensors="pt", padding="longest")
+  V = f.hf_model.config.text_config.vocab_size
+  with torch.no_grad():
+    ref = f.hf_model.generate(**prompts, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                              eos_token_id=V + 1, pad_token_id=0)[:, prompts["input_ids"].shape[1]:].numpy()
+  ours = gen.generate(model, params, hf.batch_from_hf_inputs(model, **prompts), max_new_tokens=8,
+                      eos_id=V + 1, pad_id=0)
+  np.testing.assert_array_equal(ours, ref)

@@ -86,10 +86,8 @@ def load(path, *, mesh=None, dtype: str = "bfloat16", param_dtype: str = "float3
   device). dtype / param_dtype / overrides (scan, remat, attention) go to VLMConfig.
   processor: transformers' AutoProcessor when the directory has its files, else None.
   """
-  from transformers import AutoConfig
   directory = resolve(path)
-  hf_cfg = AutoConfig.from_pretrained(directory, trust_remote_code=False)
-  cfg, _ = hf_keys.vlm_config(hf_cfg, dtype=dtype, param_dtype=param_dtype, **overrides)
+  cfg = config(directory, dtype=dtype, param_dtype=param_dtype, **overrides)
   model = VLM(cfg)
   if mesh is None:
     mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
@@ -119,6 +117,18 @@ def load(path, *, mesh=None, dtype: str = "bfloat16", param_dtype: str = "float3
       params[path_] = jax.make_array_from_callback(leaf.shape, shardings[path_], lambda idx, h=host: h[idx])
       del host
   return model, unflatten_dict(params), _processor(directory)
+
+
+def config(path, *, dtype: str = "bfloat16", param_dtype: str = "float32", **overrides):
+  """The VLMConfig `load(path, ...)` builds (no weights read): for restore targets and data layout."""
+  from transformers import AutoConfig
+  hf_cfg = AutoConfig.from_pretrained(resolve(path), trust_remote_code=False)
+  return hf_keys.vlm_config(hf_cfg, dtype=dtype, param_dtype=param_dtype, **overrides)[0]
+
+
+def processor(path):
+  """transformers' AutoProcessor of a checkpoint directory (tokenizer + image processor), or None."""
+  return _processor(resolve(path))
 
 
 @functools.lru_cache(maxsize=8)
@@ -211,7 +221,6 @@ def _hf_view(model: VLM, inputs: dict):
     tt = inputs.get("token_type_ids")
     mask_ar = _np(tt, np.int32) if tt is not None else np.ones_like(ids)  # HF: no token types = causal
     token = cfg.image_token_id if cfg.image_token_id is not None else _leading_token(ids, valid, N * n)
-    _check_window(cfg, mask_ar, valid)
   else:  # Idefics3 is causal throughout; all-zero images are the processor's padding (HF drops them)
     mask_ar, token = np.ones_like(ids), cfg.image_token_id
     real = ~(pixels == 0).all(axis=(2, 3, 4))
@@ -234,15 +243,6 @@ def _leading_token(ids, valid, count) -> int:
     raise ValueError(f"hf: expected every row to start with {count} copies of the image token "
                      f"(PaliGemma layout); found ids {sorted(found)[:5]}")
   return found.pop()
-
-
-def _check_window(cfg, mask_ar, valid):
-  w = cfg.lm.sliding_window
-  prefix = int((((mask_ar == 0) & valid.astype(bool))).sum(axis=1).max())
-  if w is not None and prefix > w:
-    raise ValueError(f"hf: a row's bidirectional prefix ({prefix} tokens) is longer than the sliding window "
-                     f"({w}); transformers lets each prefix token see the whole prefix in sliding-window "
-                     "layers while models/vlm.py limits it to the window, so logits would differ")
 
 
 @functools.lru_cache(maxsize=8)
@@ -268,15 +268,16 @@ def batch_from_hf_inputs(model: VLM, **inputs) -> dict[str, np.ndarray]:
   """Processor dict -> our batch (image, text, mask_ar, mask_input), rows left-aligned.
 
   For `leaml_jax.generate.generate` on prompts a processor made (either padding side).
-  PaliGemma (prefix layout): one image per row, image tokens dropped from the text.
+  PaliGemma (prefix layout): image tokens dropped from the text; image [B,H,W,3] for one
+  image per row, [B,n,H,W,3] for n (their tokens must lead each row, as the processor puts them).
   """
   cfg, image, ids, mask_ar, valid = _hf_view(model, inputs)
   keep = valid.astype(bool)
   if model.cfg.image_token_id is None:
-    if image.shape[1] != 1 or "token_type_ids" not in inputs:
-      raise ValueError("hf: the image-prefix layout takes one image per row and token_type_ids")
+    if "token_type_ids" not in inputs:
+      raise ValueError("hf: the image-prefix layout needs token_type_ids (the processor's prefix/suffix)")
     keep &= ids != cfg.image_token_id
-    image = image[:, 0]
+    image = image[:, 0] if image.shape[1] == 1 else image
   B, L = ids.shape[0], int(keep.sum(axis=1).max())
   text, ar, mask_input = np.zeros((B, L), np.int32), np.ones((B, L), np.int32), np.zeros((B, L), np.int32)
   for b in range(B):

@@ -7,6 +7,13 @@ Attention follows big_vision's PaliGemma `mask_ar` rule: with c = cumsum(mask_ar
 full sequence (image tokens have mask_ar = 0), query i may attend key j iff c[j] <= c[i]
 and key j is real (mask_input = 1). Position ids count real tokens only, starting at
 `cfg.position_offset`, so right-padded rows of different lengths get correct positions.
+Sliding-window (Gemma2 local) layers keep the keys within the window *or in the query's own
+bidirectional block* (same c): the whole image + prompt prefix stays visible to every prefix
+token however long it is, as transformers' PaliGemma 2 does (its `blockwise_overlay` is OR-ed
+onto the sliding causal mask). Decoded tokens are causal, so they see only the window.
+
+`image` is [B,H,W,3] or [B,n,H,W,3]: n images (e.g. video frames) per row, each encoded on
+its own; in the prefix layout their tokens are concatenated in order (n * N prefix tokens).
 
 Parameter tree: `img` (ViT, connector at `img/head`) and `llm` (LM).
 Typical use:
@@ -42,6 +49,12 @@ def prefix_lm_mask(mask_ar_BT: jax.Array, valid_BT: jax.Array) -> jax.Array:
   return (c[:, None, :] <= c[:, :, None]) & valid_BT[:, None, :]
 
 
+def same_block(mask_ar_BT: jax.Array) -> jax.Array:
+  """[B,T,T] bool: query i and key j lie in one bidirectional block (equal cumsum(mask_ar))."""
+  c = jnp.cumsum(mask_ar_BT, axis=1)
+  return c[:, :, None] == c[:, None, :]
+
+
 def dummy_inputs(cfg: VLMConfig, batch: int = 1, text_len: int = 4):
   """(image, text, mask_ar, mask_input) placeholders for `init` / `eval_shape`."""
   h, w = cfg.vit.image_size
@@ -69,7 +82,7 @@ class VLM(nn.Module):
     z_txt = self.llm.embed(text)
     if self.cfg.image_token_id is not None:
       return self._inline_inputs(image, text, z_txt, mask_ar, mask_input)
-    z_img = self.img(image)
+    z_img = self._encode_images(image)
     B, N = z_img.shape[:2]
     x = jnp.concatenate([z_img.astype(z_txt.dtype), z_txt], axis=1)
     ar = jnp.concatenate([jnp.zeros((B, N), jnp.int32), mask_ar.astype(jnp.int32)], axis=1)
@@ -82,10 +95,7 @@ class VLM(nn.Module):
 
     image [B,H,W,3] or [B,n,H,W,3]; each row must hold exactly n * num_image_tokens image ids.
     """
-    images = image if image.ndim == 5 else image[:, None]
-    B, n = images.shape[:2]
-    z_img = self.img(images.reshape(B * n, *images.shape[2:]))
-    z_img = z_img.reshape(B, n * z_img.shape[1], z_img.shape[2]).astype(z_txt.dtype)
+    z_img = self._encode_images(image).astype(z_txt.dtype)
     is_img = text == self.cfg.image_token_id
     idx = jnp.clip(jnp.cumsum(is_img, axis=1) - 1, 0, z_img.shape[1] - 1)
     x = jnp.where(is_img[..., None], jnp.take_along_axis(z_img, idx[..., None], axis=1), z_txt)
@@ -93,12 +103,24 @@ class VLM(nn.Module):
     positions = self.cfg.position_offset + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
     return x, mask_ar.astype(jnp.int32), valid, positions, 0
 
-  def _local(self, mask_BTS, q_pos_BT, k_pos_BS):
-    """Sliding-window variant of a mask (None when the LM has no local layers)."""
+  def _encode_images(self, image):
+    """[B,H,W,3] -> [B,N,D]; [B,n,H,W,3] -> [B,n*N,D] (each image encoded alone, tokens in order)."""
+    if image.ndim == 4:
+      return self.img(image)
+    if image.ndim != 5:
+      raise ValueError(f"image {image.shape} must be [B, H, W, 3] or [B, n, H, W, 3]")
+    B, n = image.shape[:2]
+    z_img = self.img(image.reshape(B * n, *image.shape[2:]))
+    return z_img.reshape(B, n * z_img.shape[1], z_img.shape[2])
+
+  def _local(self, mask_BTS, q_pos_BT, k_pos_BS, same_block_BTS=None):
+    """Sliding-window variant of a mask (None when the LM has no local layers): keys within
+    the window, or in the query's own bidirectional block (see the module docstring)."""
     w = self.cfg.lm.sliding_window
     if w is None:
       return None
-    return mask_BTS & (q_pos_BT[:, :, None] - k_pos_BS[:, None, :] < w)
+    near = q_pos_BT[:, :, None] - k_pos_BS[:, None, :] < w
+    return mask_BTS & (near if same_block_BTS is None else near | same_block_BTS)
 
   # ------------------------------------------------------------------ entry points
   def __call__(self, image, text, mask_ar, mask_input=None, *, train: bool = False):
@@ -109,7 +131,7 @@ class VLM(nn.Module):
     del train
     x, ar, valid, pos, N = self._inputs(image, text, mask_ar, mask_input)
     mask = prefix_lm_mask(ar, valid)
-    h, _ = self.llm(x, pos, (mask, self._local(mask, pos, pos)))
+    h, _ = self.llm(x, pos, (mask, self._local(mask, pos, pos, same_block(ar))))
     return self.llm.logits(h[:, N:]), {}
 
   def prefill(self, image, text, mask_ar, mask_input, cache_len: int):
@@ -122,10 +144,12 @@ class VLM(nn.Module):
     pad = [(0, 0), (0, cache_len - T)]
     key_mask = jnp.pad(valid, pad)
     key_pos = jnp.pad(pos, pad)
-    mask = jnp.pad(prefix_lm_mask(ar, valid), [(0, 0), (0, 0), (0, cache_len - T)])
+    to_cache = lambda m: jnp.pad(m, [(0, 0), (0, 0), (0, cache_len - T)])  # noqa: E731
+    mask = to_cache(prefix_lm_mask(ar, valid))
     kv_shape = (c.depth, B, cache_len, c.num_kv_heads, c.head_dim)
     kv = (jnp.zeros(kv_shape, self.cfg.dtype), jnp.zeros(kv_shape, self.cfg.dtype))
-    h, kv = self.llm(x, pos, (mask, self._local(mask, pos, key_pos)), kv, jnp.int32(0))
+    local = self._local(mask, pos, key_pos, to_cache(same_block(ar)))
+    h, kv = self.llm(x, pos, (mask, local), kv, jnp.int32(0))
     last = jnp.max(jnp.where(valid, jnp.arange(T)[None], -1), axis=1)  # last real token per row
     h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)
     logits = self.llm.logits(h_last)[:, 0]
