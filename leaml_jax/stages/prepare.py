@@ -1,6 +1,12 @@
 """Stage `prepare`: datasets, tokenizer, labelled split by image.
 
 Artifacts: data/tfds/ (ArrayRecord), data/tokenizer.json, data/splits.json.
+
+config.data.source picks the target dataset: `synthetic` (the domain config.data.domain,
+generated here) or a real dataset built from the files under config.data.path
+(`kvasir_vqa`, `sportu_video`: leaml_jax/data/real.py). Its train images are split into a
+labelled subset (config.data.label_fraction, seeded by config.seed) and the unlabelled pool;
+its test split is fixed by the dataset build. All three are lists of image ids.
 """
 from __future__ import annotations
 
@@ -8,8 +14,7 @@ import os
 
 import numpy as np
 
-from leaml_jax.config_lib import ConfigError
-from leaml_jax.data import builders, tokenizer as tok_lib
+from leaml_jax.data import builders, frames, pipeline, prompts, real, tokenizer as tok_lib
 from leaml_jax.stages import common
 
 DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and trains models
@@ -17,16 +22,20 @@ DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and tra
 
 def run(ctx) -> None:
   c = ctx.config
-  if c.data.source != "synthetic":
-    raise ConfigError(f"config.data.source={c.data.source!r}: real datasets are not wired into "
-                      f"this version yet; use configs/demo.py (synthetic)")
   data_dir = ctx.path("data", "tfds")
   build = lambda domain, n, n_test: builders.build(
       domain, data_dir, num_train=n, num_test=n_test, seed=DATA_SEED,
       caption_error_rate=c.data.caption_error_rate, image_size=c.data.image_size)
-  target = build(c.data.domain, c.data.num_train, c.data.num_test)
-  general = build(c.base.domain, c.base.num_images, 100) if "base" in c.stages else ""
-  tok_lib.synthetic_tokenizer(ctx.path("data", "tokenizer.json"), vocab_size=c.data.vocab_size)
+  if c.data.source == "synthetic":
+    dataset, target = c.data.domain, build(c.data.domain, c.data.num_train, c.data.num_test)
+  else:
+    dataset = c.data.source
+    target = real.build(c.data.source, c.data.path, data_dir, image_size=c.data.image_size,
+                        num_frames=c.data.num_frames, test_fraction=c.data.test_fraction,
+                        seed=DATA_SEED)
+  # The demo base is pre-trained on the general domain; a real base (model.path) is imported.
+  general = build(c.base.domain, c.base.num_images, 100) if (
+      "base" in c.stages and not c.model.path) else ""
 
   train_ids = builders.load_source(target, "train").ids()
   test_ids = builders.load_source(target, "test").ids()
@@ -36,9 +45,35 @@ def run(ctx) -> None:
   labeled = sorted(train_ids[i] for i in order[:n_lab])
   unlabeled = sorted(train_ids[i] for i in order[n_lab:])
   common.write_json(ctx.path("data", "splits.json"), {
-      "dataset": c.data.domain, "target_dir": target, "general_dir": general,
+      "dataset": dataset, "source": c.data.source, "target_dir": target, "general_dir": general,
       "label_fraction": c.data.label_fraction, "seed": c.seed,
       "labeled": labeled, "unlabeled": unlabeled, "test": test_ids})
+  write_tokenizer(ctx)
+
+
+def write_tokenizer(ctx) -> None:
+  """data/tokenizer.json for the tiny model (config.model.path empty).
+
+  Synthetic: the demo tokenizer of the three synthetic worlds. Real datasets: a BPE trained on
+  the text this run may learn from: the labelled QA (as the exact prompts/targets the model is
+  trained on) and the teacher captions file, never unlabelled or test answers.
+  With config.model.path set nothing is written: the checkpoint brings its own tokenizer
+  (models.hf; Context.tokenizer is the hook that must read it from there)."""
+  c = ctx.config
+  path = ctx.path("data", "tokenizer.json")
+  if c.model.path:
+    return
+  if c.data.source == "synthetic":
+    tok_lib.synthetic_tokenizer(path, vocab_size=c.data.vocab_size)
+    return
+  exs = examples(ctx, "labeled")
+  texts = [prompts.caption_prompt(), prompts.qa_gen_prompt()]
+  for r in pipeline.vqa_records(exs, mc_target=c.data.mc_answer) + pipeline.qa_gen_records(exs):
+    texts += [r["prompt"], r["target"]]
+  if c.captions.path and os.path.exists(c.captions.path):
+    texts += [str(r.get("caption", "")) for r in common.read_jsonl(c.captions.path)
+              if isinstance(r, dict)]
+  tok_lib.train_tokenizer(texts, path, vocab_size=c.data.vocab_size)
 
 
 def _all(source) -> list[dict]:
@@ -52,6 +87,17 @@ def splits(ctx) -> dict:
   return common.read_json(path)
 
 
+def model_view(ex: dict, data_cfg) -> dict:
+  """A real dataset's example as the model sees it: a clip's stored frame strip becomes one
+  tiled image or [N, H, W, 3] blocks (config.data.frames), at config.data.image_size."""
+  facts = ex.get("facts")
+  if not isinstance(facts, dict) or "num_frames" not in facts:
+    return ex  # synthetic: already the model's image
+  image = frames.arrange(ex["image"], int(facts["num_frames"]), data_cfg.frames,
+                         data_cfg.image_size)
+  return {**ex, "image": image}
+
+
 def examples(ctx, which: str) -> list[dict]:
   """Decoded examples of one pool: labeled | unlabeled | test | general."""
   s = splits(ctx)
@@ -60,8 +106,8 @@ def examples(ctx, which: str) -> list[dict]:
   split = "test" if which == "test" else "train"
   wanted = set(s[which])
   cached = getattr(ctx, "_examples_cache", {})
-  key = split
-  if key not in cached:
-    cached[key] = _all(builders.load_source(s["target_dir"], split))
+  if split not in cached:
+    cached[split] = [model_view(ex, ctx.config.data)
+                     for ex in _all(builders.load_source(s["target_dir"], split))]
     ctx._examples_cache = cached
-  return [ex for ex in cached[key] if ex["id"] in wanted]
+  return [ex for ex in cached[split] if ex["id"] in wanted]

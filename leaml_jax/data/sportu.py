@@ -1,0 +1,138 @@
+"""sportu_video: SPORTU-video (1,701 slow-motion clips, 7 sports, 12,048 multiple-choice QA)
+from local files.
+
+Input (config.data.path, see real.SOURCES): SportU_Video_mc.json, a list of items
+  {"id": "Basketball_85_1", "question": ..., "options": {"A": ..., "D": ...}, "answer": "B",
+   "difficulty level": "easy" | "medium" | "hard"}
+and the clips anywhere below, named <clip id>.<mp4|mov|avi|mkv|webm>. An item's clip is
+the file named like its id, or like its id without the trailing _<n> question variant
+(Basketball_85_1 -> Basketball_85). One record per clip with all its QA; `num_frames`
+frames are sampled uniformly at build time (PyAV) and stored as one JPEG strip.
+
+Options may number 2 to 8 (letters A..H) and be integers (stored as text); the answer is
+kept as its option letter, given either as a letter or as the option's text. Every QA has
+type "multiple_choice", difficulty from "difficulty level", and category = the sport (the id
+prefix, lower case: Basketball_85_1 -> basketball), so per-category accuracy is per sport.
+"""
+import json
+import os
+import re
+
+from leaml_jax.data import frames, real
+from leaml_jax.data.prompts import OPTION_LETTERS
+from leaml_jax.data.scoring import option_letter
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+_VARIANT = re.compile(r"(.+_\d+)_\d+")
+_SPORT = re.compile(r"([A-Za-z][A-Za-z_ -]*?)[_ -]*\d")
+
+
+def sport_of(item_id: str) -> str:
+  """'Basketball_85_1' -> 'basketball', 'american_football_12_0' -> 'american_football'."""
+  m = _SPORT.match(item_id)
+  return m.group(1).lower().replace(" ", "_").replace("-", "_") if m else ""
+
+
+def clip_candidates(item: dict) -> list[str]:
+  """Clip ids an item may refer to, most specific first."""
+  item_id = str(item.get("id", "")).strip()
+  out = [os.path.splitext(os.path.basename(str(item[k])))[0]
+         for k in ("video", "video_id", "clip", "video_path") if item.get(k)]
+  out.append(item_id)
+  m = _VARIANT.fullmatch(item_id)
+  if m:
+    out.append(m.group(1))
+  return out
+
+
+def parse_options(raw) -> dict | None:
+  """{"A": text, ...} with letters A..H in order, or None when malformed (fewer than 2,
+  unknown letters, empty text)."""
+  if isinstance(raw, list):
+    raw = dict(zip(OPTION_LETTERS, raw))
+  if not isinstance(raw, dict):
+    return None
+  options = {str(k).strip().upper(): str(v).strip() for k, v in raw.items() if v is not None}
+  letters = sorted(options)
+  if (len(options) != len(raw) or len(options) < 2
+      or letters != list(OPTION_LETTERS[:len(letters)]) or not all(options.values())):
+    return None
+  return {k: options[k] for k in letters}
+
+
+def _load_items(path: str) -> list:
+  with open(path) as f:
+    data = json.load(f)
+  if isinstance(data, dict):
+    data = data.get("data", list(data.values()))
+  if not isinstance(data, list):
+    raise real.MissingDataError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
+  return data
+
+
+class SportuVideo(real.LocalBuilder):
+  """SPORTU-video from SportU_Video_mc.json and local clips."""
+  SOURCE = "sportu_video"
+  DESCRIPTION = __doc__
+  MANUAL_DOWNLOAD_INSTRUCTIONS = real.SOURCES["sportu_video"]["layout"]
+
+  def _index(self, root, report):
+    items = _load_items(real.present(self.SOURCE, root))
+    clips = {os.path.splitext(os.path.basename(p))[0].lower(): p
+             for p in real.find_files(root, VIDEO_EXTENSIONS)}
+    if not clips:
+      raise real.DataSizeError(real.where_to_get(
+          self.SOURCE, root, f"sportu_video: no video clips ({', '.join(VIDEO_EXTENSIONS)}) "
+          f"found under {root!r} (searched recursively)"))
+    index, missing = {}, set()
+    for n, item in enumerate(items):
+      item = item if isinstance(item, dict) else {}
+      item_id = str(item.get("id", "")).strip() or f"item {n}"
+      names = clip_candidates(item)
+      found = next((c for c in names if c.lower() in clips), None)
+      if found is None:
+        report.counts["qa_without_clip"] += 1
+        if names[-1] not in missing:
+          missing.add(names[-1])
+          report.problem("missing_clip", names[-1], f"no file named {' or '.join(names)}.*")
+        continue
+      path = clips[found.lower()]
+      clip_id = os.path.splitext(os.path.basename(path))[0]
+      question = str(item.get("question") or "").strip()
+      options = parse_options(item.get("options"))
+      if not question:
+        report.problem("empty_question", item_id)
+        continue
+      if options is None:
+        report.problem("bad_options", item_id, repr(item.get("options"))[:200])
+        continue
+      letter = option_letter(str(item.get("answer", "")), options)
+      if letter is None:
+        report.problem("answer_not_in_options", item_id,
+                       f"answer {item.get('answer')!r} not in {options}")
+        continue
+      sport = sport_of(clip_id)
+      if not sport:
+        report.problem("sport_not_in_id", item_id, "category set to 'unknown'")
+      difficulty = str(item.get("difficulty level", item.get("difficulty", ""))).strip().lower()
+      entry = index.setdefault(clip_id, {"path": path, "sport": sport or "unknown", "qa": []})
+      entry["qa"].append({"question": question, "answer": letter, "type": "multiple_choice",
+                          "category": entry["sport"], "difficulty": difficulty,
+                          "options": options, "item_id": item_id})
+    if not index:
+      raise real.DataSizeError(real.where_to_get(
+          self.SOURCE, root, f"sportu_video: {len(clips)} clip file(s) under {root!r} but none "
+          f"belongs to an item of SportU_Video_mc.json with a valid question"))
+    return index
+
+  def _example(self, clip_id, entry):
+    c = self.builder_config
+    try:
+      clip = frames.sample_video(entry["path"], c.num_frames, c.image_size)
+    except Exception as e:  # PyAV raises many types for broken files
+      self.report.problem("unreadable_clip", clip_id, f"{type(e).__name__}: {e}"[:300])
+      return None
+    qa = [{k: v for k, v in q.items() if k != "item_id"} for q in entry["qa"]]
+    return {"id": clip_id, "image": frames.encode_jpeg(frames.to_strip(clip)), "qa": qa,
+            "facts": {"sport": entry["sport"], "num_frames": c.num_frames,
+                      "items": [q["item_id"] for q in entry["qa"]]}, "caption": ""}
