@@ -6,8 +6,12 @@ is_correct rules (after `normalize` on both sides):
     right if that option is the gold one (gold may be a letter or the text).
   * several answers ("; "-joined, Kvasir-VQA style): set match, order-free.
   * otherwise: exact match.
+`accuracy` aggregates overall and per category / difficulty / type (an empty group name,
+e.g. Kvasir-VQA's missing difficulty, is no group). `text_metrics` adds corpus BLEU and
+ROUGE-L for free-text answers.
 """
 import collections
+import math
 import re
 
 _WORD_NUMBERS = {w: str(i) for i, w in enumerate(
@@ -71,9 +75,65 @@ def accuracy(preds, golds) -> dict:
     ok = is_correct(p, g["answer"], g.get("type"), g.get("options"))
     hits.append(ok)
     for k, d in groups.items():
-      if g.get(k) is not None:
+      if g.get(k) not in (None, ""):
         d[str(g[k])].append(ok)
   mean = lambda xs: float(sum(xs)) / len(xs)
   return {"accuracy": mean(hits), "n": len(hits),
           **{f"per_{k}": {name: mean(v) for name, v in sorted(d.items())}
              for k, d in groups.items()}}
+
+
+# ----------------------------------------------------------------------------- BLEU, ROUGE-L
+def tokens(text) -> list[str]:
+  """`normalize`d text split on spaces; each ";" of a multi-answer is a token of its own."""
+  return normalize(text).replace(";", " ; ").split()
+
+
+def _ngrams(toks, n) -> collections.Counter:
+  return collections.Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+
+
+def bleu(preds, refs, max_order: int = 4) -> float:
+  """Corpus BLEU (Papineni et al. 2002), one reference per prediction, no smoothing:
+  BP * exp(mean_n log p_n), p_n = clipped n-gram matches / predicted n-grams summed over the
+  corpus, BP = min(1, exp(1 - r / c)) for total reference / prediction lengths r, c.
+  0 when some order has no match (or there is no prediction text)."""
+  matches, totals = [0] * max_order, [0] * max_order
+  c = r = 0
+  for pred, ref in zip(preds, refs, strict=True):
+    p, g = tokens(pred), tokens(ref)
+    c, r = c + len(p), r + len(g)
+    for n in range(1, max_order + 1):
+      pn, gn = _ngrams(p, n), _ngrams(g, n)
+      matches[n - 1] += sum(min(k, gn[ng]) for ng, k in pn.items())
+      totals[n - 1] += max(len(p) - n + 1, 0)
+  if c == 0 or min(matches) == 0:
+    return 0.0
+  log_p = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_order
+  return math.exp(min(0.0, 1.0 - r / c) + log_p)
+
+
+def _lcs(a, b) -> int:
+  row = [0] * (len(b) + 1)
+  for x in a:
+    prev = 0
+    for j, y in enumerate(b):
+      prev, row[j + 1] = row[j + 1], prev + 1 if x == y else max(row[j + 1], row[j])
+  return row[-1]
+
+
+def rouge_l(pred, ref) -> float:
+  """ROUGE-L F1 (Lin 2004): LCS of the token lists, F = 2PR / (P + R)."""
+  p, g = tokens(pred), tokens(ref)
+  lcs = _lcs(p, g)
+  if lcs == 0:
+    return float(not p and not g)
+  prec, rec = lcs / len(p), lcs / len(g)
+  return 2 * prec * rec / (prec + rec)
+
+
+def text_metrics(preds, refs) -> dict:
+  """{"bleu": corpus BLEU-4, "rouge_l": mean ROUGE-L F1} of free-text answers."""
+  preds, refs = list(preds), list(refs)
+  return {"bleu": bleu(preds, refs),
+          "rouge_l": sum(map(rouge_l, preds, refs)) / max(len(refs), 1)}

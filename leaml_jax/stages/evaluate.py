@@ -40,6 +40,9 @@ def run(ctx) -> None:
     golds = [{k: r.get(k) for k in ("answer", "type", "category", "difficulty", "options")}
              for r in test]
     result = scoring.accuracy(preds, golds)
+    free = [(p, g["answer"]) for p, g in zip(preds, golds) if not g.get("options")]
+    if free:  # free-text answers (Kvasir-VQA): BLEU and ROUGE-L next to exact match
+      result.update(scoring.text_metrics(*zip(*free)))
     result["method"] = method
     result["examples"] = [{"id": r["id"], "question": r["prompt"], "gold": r["answer"], "pred": p}
                           for r, p in list(zip(test, preds))[:20]]
