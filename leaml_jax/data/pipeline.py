@@ -4,8 +4,11 @@ records (plain dicts {"image", "prompt", "target", "id", ...}, one per
 training sequence) -> grain MapDataset over row ids -> per-host shard ->
 seeded shuffle (reshuffled every epoch) -> repeat -> encode -> batch.
 
-A batch is a flat dict (B = batch, L = text_len):
-  image      float32 [B, H, W, 3] in [-1, 1]
+An *encoder* turns one (image, prompt, target) into fixed-shape arrays: `TextEncoder`
+(synthetic: our BPE tokenizer, images already at the model size) or, for real families,
+data/hf_encode.HFEncoder (the checkpoint's transformers processor). `encoder_for(tok)` picks
+it from the tokenizer the run uses. A batch is a flat dict (B = batch, L = text_len):
+  image      float32 [B, H, W, 3] in [-1, 1]  ([B, n, H, W, 3]: n images / frames / tiles)
   text       int32 [B, L]  [bos] prompt "\\n" target [eos] [pad ...]
   mask_ar    int32 [B, L]  0 on the prefix (full attention), 1 on the suffix and pad
   mask_loss  int32 [B, L]  1 on target tokens and eos
@@ -43,26 +46,32 @@ def _warn_truncation(kind: str, example_id, detail: str):
   TRUNCATIONS[kind] += 1
 
 
-def encode_text(prompt: str, target: str, tok, text_len: int, example_id=None):
-  """Token ids and masks (int32 [L] each) for one prefix-LM sequence."""
-  pre = [tok.bos_id] + tok.encode(prompt)
-  sep = tok.encode("\n")
-  suf = tok.encode(target) + [tok.eos_id]
+def layout(pre, sep, suf, text_len: int, *, eos_id: int, pad_id: int, example_id=None,
+           causal: bool = False) -> dict:
+  """Token ids and masks (int32 [L] each) from prefix / separator / suffix ids (suffix ends with
+  eos), cut by the truncation rule above. causal: mask_ar 1 everywhere (no bidirectional prefix)."""
+  pre, sep, suf = list(pre), list(sep), list(suf)
   if len(suf) > text_len - len(sep) - 1:
     keep = max(text_len - len(sep) - 2, 0)
     _warn_truncation("target", example_id, f"{len(suf)} target tokens, keeping {keep} + eos")
-    suf = suf[:keep] + [tok.eos_id]
+    suf = suf[:keep] + [eos_id]
   room = text_len - len(suf) - len(sep)
   if len(pre) > room:
     _warn_truncation("prompt", example_id, f"{len(pre)} prompt tokens, room for {room}")
     pre = pre[:max(room, 1)]
   prefix = pre + sep
   n_pad = text_len - len(prefix) - len(suf)
-  text = np.asarray(prefix + suf + [tok.pad_id] * n_pad, np.int32)
-  mask_ar = np.asarray([0] * len(prefix) + [1] * (len(suf) + n_pad), np.int32)
+  text = np.asarray(prefix + suf + [pad_id] * n_pad, np.int32)
+  mask_ar = np.asarray([int(causal)] * len(prefix) + [1] * (len(suf) + n_pad), np.int32)
   mask_loss = np.asarray([0] * len(prefix) + [1] * len(suf) + [0] * n_pad, np.int32)
   mask_input = np.asarray([1] * (len(prefix) + len(suf)) + [0] * n_pad, np.int32)
   return {"text": text, "mask_ar": mask_ar, "mask_loss": mask_loss, "mask_input": mask_input}
+
+
+def encode_text(prompt: str, target: str, tok, text_len: int, example_id=None):
+  """Token ids and masks (int32 [L] each) for one prefix-LM sequence (synthetic layout)."""
+  return layout([tok.bos_id] + tok.encode(prompt), tok.encode("\n"), tok.encode(target) + [tok.eos_id],
+                text_len, eos_id=tok.eos_id, pad_id=tok.pad_id, example_id=example_id)
 
 
 def encode_image(image_uint8, example_id=None) -> np.ndarray:
@@ -73,11 +82,43 @@ def encode_image(image_uint8, example_id=None) -> np.ndarray:
   return image.astype(np.float32) / 127.5 - 1.0
 
 
+class TextEncoder:
+  """The synthetic layout: any `Tokenizer`, images already at the model's size, scaled to [-1, 1]."""
+
+  def __init__(self, tok, text_len: int):
+    self.tokenizer, self.text_len = tok, text_len
+
+  def example(self, image_uint8, prompt: str, target: str, example_id=None) -> dict:
+    out = encode_text(prompt, target, self.tokenizer, self.text_len, example_id)
+    out["image"] = encode_image(image_uint8, example_id)
+    return out
+
+
+def encoder_for(tok, text_len: int):
+  """The encoder for a tokenizer: an `HFTokenizer` that carries its processor -> the real family's
+  layout (data/hf_encode.py); any other tokenizer -> the synthetic layout. Encoders pass through."""
+  if hasattr(tok, "example"):
+    return tok
+  if getattr(tok, "processor", None) is not None:
+    from leaml_jax.data import hf_encode  # pylint: disable=import-outside-toplevel
+    return hf_encode.HFEncoder(tok.processor, text_len)
+  return TextEncoder(tok, text_len)
+
+
 def encode_example(image_uint8, prompt: str, target: str, tok, text_len: int,
                    example_id=None) -> dict:
-  out = encode_text(prompt, target, tok, text_len, example_id)
-  out["image"] = encode_image(image_uint8, example_id)
-  return out
+  return encoder_for(tok, text_len).example(image_uint8, prompt, target, example_id)
+
+
+def prompt_batch(records, tok, text_len: int) -> dict:
+  """Prompt-only batch (what generation continues) of records {"image", "prompt", "id"?}:
+  each row's prompt tokens (no loss, no answer), right-padded to text_len; causal families keep
+  mask_ar 1 on the prompt, prefix-LM ones 0."""
+  enc = encoder_for(tok, text_len)
+  rows = [enc.example(r["image"], r["prompt"], "", r.get("id")) for r in records]
+  b = {k: np.stack([e[k] for e in rows]) for k in ("image", "text", "mask_ar", "mask_loss", "mask_input")}
+  keep = b["mask_input"] * (1 - b["mask_loss"])
+  return {"image": b["image"], "text": b["text"] * keep, "mask_ar": b["mask_ar"] * keep, "mask_input": keep}
 
 
 # --- records: one row per training sequence --------------------------------------
@@ -139,13 +180,12 @@ def caption_records(examples, key: str = "caption") -> list[dict]:
 # --- grain datasets -------------------------------------------------------------
 
 class _Encode(grain.transforms.Map):
-  def __init__(self, records, tok, text_len):
-    self.records, self.tok, self.text_len = records, tok, text_len
+  def __init__(self, records, encoder):
+    self.records, self.encoder = records, encoder
 
   def map(self, row):
     r = self.records[row]
-    out = encode_example(r["image"], r["prompt"], r["target"], self.tok, self.text_len,
-                         r.get("id", row))
+    out = self.encoder.example(r["image"], r["prompt"], r["target"], r.get("id", row))
     out["index"] = np.int32(row)
     return out
 
@@ -167,6 +207,8 @@ def make_dataset(records, tok, *, batch_size: int | None, text_len: int, seed: i
                  drop_remainder: bool = True, prefetch: int = 2):
   """Encoded examples of `records`: batched, an IterDataset reading `prefetch`
   batches ahead; with batch_size=None, an unbatched MapDataset (to `mix`).
+  tok: a Tokenizer or an encoder (`encoder_for`): the synthetic layout, or the real
+  family's processor (HFTokenizer with its processor, data/hf_encode.HFEncoder).
 
   Rows are split across hosts first (host i takes rows i, i+n, ...), then
   shuffled with `seed` (a new order each epoch). num_epochs=None repeats
@@ -182,7 +224,7 @@ def make_dataset(records, tok, *, batch_size: int | None, text_len: int, seed: i
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
-  ds = ds.map(_Encode(records, tok, text_len))
+  ds = ds.map(_Encode(records, encoder_for(tok, text_len)))
   if batch_size is None:
     return ds
   return batch(ds, batch_size, drop_remainder=drop_remainder, prefetch=prefetch)

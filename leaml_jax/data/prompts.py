@@ -3,6 +3,7 @@
 Sequence layout (PaliGemma style), built by pipeline.encode_example:
   prefix = [bos] + tokens(prompt + "\\n")   mask_ar 0 (full attention), no loss
   suffix = tokens(target) + [eos]           mask_ar 1 (causal), loss on
+Real families (data/hf_encode.py) wrap the same prompts in their own layout (`hf_prompt`).
 Three tasks share one model and are told apart by the prompt:
   VQA        prompt = the question (+ options),   target = the answer
   caption    prompt = caption_prompt(),           target = the caption
@@ -28,8 +29,38 @@ def vqa_prompt(question: str, options: dict | None = None) -> str:
   return f"{question} {opts}" if opts else question
 
 
-def caption_prompt() -> str:
-  return "caption en"
+def caption_prompt(family: str = "synthetic") -> str:
+  """The caption task's prompt; real families get the one they were trained with."""
+  return _CAPTION.get(family, "caption en")
+
+
+_CAPTION = {"paligemma": "caption en", "idefics3": "Describe the image in one sentence."}
+
+
+def hf_prompt(family: str, prompt: str, target: str | None, *, n_images: int, image_token: str,
+              eos_token: str, chat=None) -> tuple[str, str | None]:
+  """(text, suffix) for a real family's processor (data/hf_encode.py).
+
+  paligemma: text = <image>*n + prompt (the processor adds <bos> and "\n"), suffix = target
+    (the processor adds <eos>).
+  idefics3: with a chat template (`chat` = processor.apply_chat_template) the user turn holds
+    the n images and the prompt, the assistant turn the target, cut after its first eos (the
+    end of the utterance); without one: <image>*n + prompt + "\n", suffix = target + eos.
+  """
+  if family == "paligemma":
+    return image_token * n_images + prompt, target
+  if chat is None:
+    return image_token * n_images + prompt + "\n", None if target is None else target + eos_token
+  user = {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}
+  text = chat([user], add_generation_prompt=True, tokenize=False)
+  if target is None:
+    return text, None
+  full = chat([user, {"role": "assistant", "content": [{"type": "text", "text": target}]}], tokenize=False)
+  if not full.startswith(text):
+    raise ValueError("the chat template's assistant turn does not extend its generation prompt")
+  suffix = full[len(text):]
+  cut = suffix.find(eos_token)
+  return text, suffix[:cut + len(eos_token)] if cut >= 0 else suffix + eos_token
 
 
 def qa_gen_prompt() -> str:

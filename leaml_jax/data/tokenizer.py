@@ -92,10 +92,14 @@ def synthetic_tokenizer(path: str | None = None, vocab_size: int = 1024,
 
 
 class HFTokenizer:
-  """Adapter: a transformers tokenizer behind the same interface."""
+  """Adapter: a transformers tokenizer behind the same interface.
 
-  def __init__(self, hf_tokenizer):
-    self.hf = hf_tokenizer
+  processor: the checkpoint's transformers processor, when the data pipeline should lay
+  examples out through it (pipeline.encoder_for -> data/hf_encode.HFEncoder).
+  """
+
+  def __init__(self, hf_tokenizer, processor=None):
+    self.hf, self.processor = hf_tokenizer, processor
     self.bos_id = hf_tokenizer.bos_token_id
     self.eos_id = hf_tokenizer.eos_token_id
     pad = hf_tokenizer.pad_token_id

@@ -2,19 +2,30 @@
 from __future__ import annotations
 
 from leaml_jax.data import pipeline
+from leaml_jax.errors import CheckpointError
 from leaml_jax.stages import adapt, prepare
 
 
 def run(ctx) -> None:
-  """Demo base VLM: pre-train the tiny model on the general domain (VQA, captions, QA-gen)."""
+  """The base VLM: import config.model.path (a HF checkpoint), or (demo) pre-train the tiny
+  model on the general domain (VQA, captions, QA-gen)."""
   c = ctx.config
   if c.model.path:
-    from leaml_jax.config_lib import ConfigError
-    raise ConfigError("config.model.path: importing a HF checkpoint is not wired into this "
-                      "version; leave it empty to pre-train the tiny demo base")
+    ctx.save_params("base", import_checkpoint(ctx))
+    return
   exs = prepare.examples(ctx, "general")
   records = (pipeline.vqa_records(exs) + pipeline.caption_records(exs, key="gt_caption")
              + pipeline.qa_gen_records(exs))
   params = adapt.lm_finetune(ctx, "base", params=ctx.init_params(ctx.rng("init")), tcfg=c.base,
                              records=records)
   ctx.save_params("base", params)
+
+
+def import_checkpoint(ctx):
+  """Params of the HF checkpoint at config.model.path, read straight into the mesh's shardings."""
+  from leaml_jax.models import hf
+  model, params, _ = hf.load(ctx.config.model.path, mesh=ctx.mesh, **ctx.model_options())
+  if model.cfg != ctx.model_cfg:
+    raise CheckpointError(f"config.model.path={ctx.config.model.path}: the checkpoint gives {model.cfg}, "
+                          f"the run expects {ctx.model_cfg}")
+  return params

@@ -1,28 +1,73 @@
 """Stage `captions`: teacher captions for the unlabelled images -> data/captions.jsonl."""
 from __future__ import annotations
 
+import logging
 import os
 
+from tqdm.auto import tqdm
+
 from leaml_jax.config_lib import ConfigError
+from leaml_jax.errors import CheckpointError
 from leaml_jax.stages import common, prepare
 
 
 def run(ctx) -> None:
   """Teacher captions for the unlabelled images -> data/captions.jsonl.
 
-  Sources: a user file (config.captions.path, JSONL {"image_id", "caption"}), or the
-  synthetic teacher that rendered each image (its captions are imperfect on purpose).
+  Sources: a user file (config.captions.path, JSONL {"image_id", "caption"}), a teacher VLM
+  (config.captions.teacher_path: a HF checkpoint directory of any family `hf.load` reads), or
+  the synthetic teacher that rendered each image (its captions are imperfect on purpose).
   """
   c = ctx.config.captions
   pool = prepare.examples(ctx, "unlabeled")
+  if c.path and c.teacher_path:
+    raise ConfigError("config.captions.path and config.captions.teacher_path are both set; keep one")
   if c.path:
     rows = _read_caption_file(c.path, {ex["id"] for ex in pool})
   elif c.teacher_path:
-    raise ConfigError("config.captions.teacher_path: running a teacher VLM from a HF checkpoint "
-                      "is not wired into this version; provide config.captions.path (JSONL)")
+    rows = teacher_captions(ctx, pool)
   else:
     rows = [{"image_id": ex["id"], "caption": ex["caption"]} for ex in pool]
   common.write_jsonl(ctx.path("data", "captions.jsonl"), rows)
+
+
+def teacher_captions(ctx, pool: list[dict]) -> list[dict]:
+  """Greedy captions of every image in `pool` by the teacher checkpoint, with its family's caption
+  prompt, in fixed-shape batches (the last one padded) through the jitted generation engine."""
+  from leaml_jax import generate
+  from leaml_jax.data import hf_encode, pipeline, prompts
+  from leaml_jax.models import hf
+  c = ctx.config.captions
+  model, params, processor = hf.load(c.teacher_path, mesh=ctx.mesh, **ctx.model_options())
+  if processor is None:
+    raise CheckpointError(f"config.captions.teacher_path={c.teacher_path}: no tokenizer / processor files "
+                          "next to config.json; the teacher needs them to read images and write text")
+  enc = hf_encode.HFEncoder(processor, text_len=_PROMPT_ROOM)
+  tok, prompt = enc.tokenizer, prompts.caption_prompt(enc.family)
+  rows, empty = [], 0
+  for start in tqdm(range(0, len(pool), c.batch_size), desc="teacher captions", leave=False):
+    chunk = pool[start:start + c.batch_size]
+    padded = chunk + [chunk[-1]] * (c.batch_size - len(chunk))
+    batch = pipeline.prompt_batch([{"image": ex["image"], "prompt": prompt, "id": ex["id"]} for ex in padded],
+                                  enc, _PROMPT_ROOM)
+    tokens = generate.generate(model, params, batch, max_new_tokens=c.max_new_tokens, eos_id=tok.eos_id,
+                               pad_id=tok.pad_id)
+    for ex, t in zip(chunk, tokens):
+      caption = tok.decode(list(t)).strip()
+      if caption:
+        rows.append({"image_id": ex["id"], "caption": caption})
+      else:
+        empty += 1
+  if empty:
+    logging.warning("teacher %s wrote empty captions for %d of %d images; they get none", c.teacher_path,
+                    empty, len(pool))
+  if not rows:
+    raise CheckpointError(f"teacher {c.teacher_path} wrote no caption for any of {len(pool)} images (eos "
+                          "first every time); is it a captioning checkpoint with its own processor?")
+  return rows
+
+
+_PROMPT_ROOM = 8192  # prompt arrays' width; generation drops the all-padding columns
 
 
 def _read_caption_file(path: str, ids: set) -> list[dict]:

@@ -72,23 +72,52 @@ class Context:
     return shd.make_mesh({"data": m.data, "fsdp": m.fsdp, "tensor": m.tensor}, devices)
 
   # -- model ------------------------------------------------------------------
+  # config.model.path set: model, tokenizer and data layout come from that HF checkpoint
+  # directory (models/hf.py, data/hf_encode.py); else the tiny preset + the trained BPE.
+  @functools.cached_property
+  def processor(self):
+    """The HF checkpoint's transformers processor (config.model.path runs), else None."""
+    if not self.config.model.path:
+      return None
+    from leaml_jax.models import hf
+    processor = hf.processor(self.config.model.path)
+    if processor is None:
+      raise CheckpointError(f"config.model.path={self.config.model.path}: the directory has no tokenizer / "
+                            "processor files (tokenizer.json, preprocessor_config.json, ...); copy them "
+                            "from the hub snapshot next to config.json")
+    return processor
+
   @functools.cached_property
   def tokenizer(self):
     from leaml_jax.data import tokenizer as tok_lib
+    if self.processor is not None:
+      return tok_lib.HFTokenizer(self.processor.tokenizer, processor=self.processor)
     path = self.path("data", "tokenizer.json")
     if not os.path.exists(path):
       raise FileNotFoundError(f"tokenizer {path} missing: run the `prepare` stage first")
     return tok_lib.load_tokenizer(path)
 
   @functools.cached_property
+  def encoder(self):
+    """Examples -> fixed-shape arrays (pipeline.make_dataset / prompt_batch take it as `tok`)."""
+    from leaml_jax.data import pipeline
+    return pipeline.encoder_for(self.tokenizer, self.config.data.text_len)
+
+  @functools.cached_property
   def model_cfg(self):
     from leaml_jax.models import presets
     m = self.config.model
+    if m.path:
+      from leaml_jax.models import hf
+      return hf.config(m.path, **self.model_options())
     size = self.config.data.image_size
     return presets.get(m.preset, lm=dict(vocab_size=self.tokenizer.vocab_size),
-                       vit=dict(image_size=(size, size)), dtype=m.dtype,
-                       param_dtype=m.param_dtype, scan=m.scan, remat=m.remat,
-                       attention=m.attention)
+                       vit=dict(image_size=(size, size)), **self.model_options())
+
+  def model_options(self) -> dict:
+    """config.model's dtype / scan / remat / attention, as VLMConfig (and hf.load) take them."""
+    m = self.config.model
+    return dict(dtype=m.dtype, param_dtype=m.param_dtype, scan=m.scan, remat=m.remat, attention=m.attention)
 
   @functools.cached_property
   def model(self):

@@ -1,0 +1,124 @@
+"""Real families: examples -> fixed-shape arrays through the checkpoint's own transformers processor.
+
+`HFEncoder(processor, text_len)` has the same interface as `pipeline.TextEncoder` (the synthetic
+layout): `example(image, prompt, target, example_id)` -> {image, text, mask_ar, mask_loss,
+mask_input}. Tokenisation, image resizing and normalisation, image-token expansion and special
+tokens are all the processor's; this module only lays its output out as the model takes it:
+
+  PaliGemma  processor("<image>"*n + prompt, suffix=target): [img]*N*n <bos> prompt \\n | target <eos>
+             -> text = <bos> prompt \\n target <eos> [pad...] (image tokens are the model's prefix),
+             mask_ar = token_type_ids (0 prefix, 1 answer), mask_loss = labels != -100,
+             image [H,W,3] (one image) or [n,H,W,3] (n frames, n image-token blocks in order).
+  Idefics3   (SmolVLM) the processor expands each <image> into its tile tokens inline; causal
+             throughout (mask_ar = 1), loss on the answer tokens only; image [n_max,H,W,3]: the
+             processor's tiles padded with all-zero tiles to the most it can produce (fixed shape).
+
+Position ids follow transformers (the model counts real tokens from `position_offset`).
+Overlong sequences: the answer is kept and the prompt cut from its end (PaliGemma; bos and the
+"\\n" separator stay), as pipeline.encode_text does; an Idefics3 prompt, whose image tokens
+cannot be cut, is refused with the text_len it needs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from leaml_jax.data import prompts
+from leaml_jax.data.errors import DataError
+from leaml_jax.data.tokenizer import HFTokenizer
+
+FAMILIES = {"PaliGemmaProcessor": "paligemma", "Idefics3Processor": "idefics3"}
+
+
+def family_of(processor) -> str:
+  name = type(processor).__name__
+  if name not in FAMILIES:
+    raise ValueError(f"{name}: no data layout for this processor; supported: {sorted(FAMILIES)}")
+  return FAMILIES[name]
+
+
+def frames(image) -> list[np.ndarray]:
+  """A record's image: uint8 [H,W,3] (one image) or [n,H,W,3] / a list (n frames)."""
+  if isinstance(image, (list, tuple)):
+    return [np.asarray(f) for f in image]
+  image = np.asarray(image)
+  return list(image) if image.ndim == 4 else [image]
+
+
+class HFEncoder:
+  """The checkpoint's processor behind pipeline's encoder interface (see module docstring)."""
+
+  def __init__(self, processor, text_len: int):
+    self.processor, self.text_len = processor, text_len
+    self.family = family_of(processor)
+    self.tokenizer = HFTokenizer(processor.tokenizer, processor=processor)
+    hf_tok = processor.tokenizer
+    self.image_token_id = processor.image_token_id
+    self.sep = hf_tok("\n", add_special_tokens=False)["input_ids"]
+    if self.family == "idefics3":
+      ip = processor.image_processor
+      tiles = 1
+      if ip.do_image_splitting:
+        tiles += math.ceil(ip.size["longest_edge"] / ip.max_image_size["longest_edge"]) ** 2
+      self.tiles_per_image = tiles
+
+  # -- the processor -----------------------------------------------------------
+  def _process(self, image, prompt: str, target: str | None):
+    images = frames(image)
+    for f in images:
+      if f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3:
+        raise ValueError(f"image must be uint8 [H, W, 3] (or frames [n, H, W, 3]), got {f.dtype} {f.shape}")
+    chat = getattr(self.processor, "chat_template", None)
+    text, suffix = prompts.hf_prompt(self.family, prompt, target, n_images=len(images),
+                                     image_token=self.processor.image_token,
+                                     eos_token=self.processor.tokenizer.eos_token,
+                                     chat=self.processor.apply_chat_template if chat else None)
+    kw = dict(images=[images], text=[text], return_tensors="np")
+    if self.family == "paligemma":
+      out = self.processor(**kw, suffix=None if suffix is None else [suffix])
+      return len(images), out
+    out = self.processor(**kw)
+    if suffix is not None:
+      extra = self.processor.tokenizer(suffix, add_special_tokens=False)["input_ids"]
+      out["suffix_ids"] = np.asarray(extra, np.int64)
+    return len(images), out
+
+  def example(self, image, prompt: str, target: str, example_id=None) -> dict:
+    """Arrays for one sequence: image, text [L], mask_ar, mask_loss, mask_input (int32)."""
+    from leaml_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+    try:
+      n, out = self._process(image, prompt, target)
+    except DataError:
+      raise
+    except Exception as e:  # noqa: BLE001 - an unreadable image or text belongs to its example
+      raise DataError(example_id, f"the processor refused it ({type(e).__name__}: {str(e)[:200]})") from e
+    ids = out["input_ids"][0].astype(np.int64)
+    tok = self.tokenizer
+    if self.family == "paligemma":
+      is_img = ids == self.image_token_id
+      prefix = ids[(out["token_type_ids"][0] == 0) & ~is_img].tolist()
+      suffix = ids[out["token_type_ids"][0] == 1].tolist()
+      sep = self.sep if prefix[-len(self.sep):] == self.sep else []
+      enc = pipeline.layout(prefix[:len(prefix) - len(sep)], sep, suffix, self.text_len,
+                            eos_id=tok.eos_id, pad_id=tok.pad_id, example_id=example_id)
+      pixels = out["pixel_values"].transpose(0, 2, 3, 1)
+      enc["image"] = pixels[0] if n == 1 else pixels
+      return enc
+    prefix, suffix = ids.tolist(), out["suffix_ids"].tolist()
+    if len(prefix) + 1 > self.text_len:
+      raise DataError(example_id, f"its prompt with image tokens is {len(prefix)} tokens, longer than "
+                                  f"text_len={self.text_len}; raise config.data.text_len to at least "
+                                  f"{len(prefix) + len(suffix)}")
+    if len(prefix) + len(suffix) > self.text_len:  # cut the answer, never the prompt's image tokens
+      keep = self.text_len - len(prefix) - 1
+      pipeline._warn_truncation("target", example_id, f"{len(suffix)} target tokens, keeping {keep} + eos")
+      suffix = suffix[:keep] + [tok.eos_id]
+    enc = pipeline.layout(prefix, [], suffix, self.text_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                          example_id=example_id, causal=True)
+    tiles = out["pixel_values"][0].transpose(0, 2, 3, 1)
+    most = n * self.tiles_per_image
+    if len(tiles) > most:
+      raise DataError(example_id, f"the processor made {len(tiles)} image tiles, more than the {most} expected")
+    enc["image"] = np.concatenate([tiles, np.zeros((most - len(tiles), *tiles.shape[1:]), tiles.dtype)])
+    return enc
