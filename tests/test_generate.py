@@ -128,3 +128,13 @@ def test_bad_arguments_fail_loudly():
                  max_new_tokens=2, eos_id=1, pad_id=0)
   with pytest.raises(ValueError, match="top_p"):
     gen.generate(model, params, batch, max_new_tokens=2, eos_id=1, pad_id=0, temperature=1.0, top_p=0.0)
+
+
+def test_several_images_per_row_greedy_equals_teacher_forced_argmax():
+  """image [B,n,H,W,3] (n image-token blocks in the prefix): the cache holds all n*N prefix tokens."""
+  model, cfg, params, batch, greedy = setup()
+  frames = np.stack([batch["image"], -batch["image"]], axis=1)
+  two = {**batch, "image": frames}
+  out = gen.generate(model, params, two, max_new_tokens=M, eos_id=cfg.lm.vocab_size, pad_id=0, bucket=4)
+  np.testing.assert_array_equal(out, teacher_forced_argmax(model, params, two))
+  assert (out != greedy).any()  # the second frame is seen

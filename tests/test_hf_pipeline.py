@@ -164,7 +164,7 @@ def _config(directory, **overrides):
   cfg = config_lib.load_config_file("configs/demo.py:quick")
   small = {"model.path": str(directory), "captions.teacher_path": str(directory), "captions.batch_size": "8",
            "captions.max_new_tokens": "6", "data.num_train": "24", "data.num_test": "4",
-           "data.label_fraction": "0.25", "data.text_len": str(TEXT_LEN), "qa_generator.steps": "2",
+           "data.label_fraction": "0.25", "base.num_images": "8", "data.text_len": str(TEXT_LEN), "qa_generator.steps": "1",
            "qa_generator.batch_size": "4", "qa_generator.distill_batch_size": "4", "vqa.steps": "2",
            "vqa.batch_size": "4", "neurons.batch_size": "4", "neurons.max_batches": "1",
            "pseudo_qa.samples_per_image": "1", "pseudo_qa.max_new_tokens": "8", "pseudo_qa.batch_size": "8",
