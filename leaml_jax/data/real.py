@@ -166,10 +166,10 @@ class LocalBuilder(builders.ArrayRecordBuilder, skip_registration=True):
     self.report = BuildReport(self.SOURCE, root)
     index = self._index(root, self.report)
     train, test = split_ids(index, c.test_fraction, c.seed)
-    return {"train": self._generate(index, set(train), "train"),
-            "test": self._generate(index, set(test), "test")}
+    return {"train": self._generate_examples(index, set(train), "train"),
+            "test": self._generate_examples(index, set(test), "test")}
 
-  def _generate(self, index, ids, split):
+  def _generate_examples(self, index, ids, split):
     for image_id in (i for i in index if i in ids):  # index order: the files' order
       ex = self._example(image_id, index[image_id])
       if ex is None:
