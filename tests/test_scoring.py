@@ -74,3 +74,49 @@ def test_accuracy_rejects_bad_input():
     scoring.accuracy(["a", "b"], [{"answer": "a"}])
   with pytest.raises(ValueError, match="no predictions"):
     scoring.accuracy([], [])
+
+
+# --- BLEU / ROUGE-L (hand-computed) ------------------------------------------------
+
+def test_bleu_hand_computed():
+  # p1 = 5/6 (the x2, cat, on, mat), p2 = 3/5 (the cat, on the, the mat), no 4-gram match
+  pred, ref = "The cat sat on the mat", "the cat is on the mat"
+  assert scoring.bleu([pred], [ref], max_order=2) == pytest.approx((5 / 6 * 3 / 5) ** 0.5)
+  assert scoring.bleu([pred], [ref]) == 0.0
+  # corpus: every n-gram precision 1, c = 6 < r = 8 -> BP = exp(1 - 8/6)
+  assert scoring.bleu(["a b c d", "x y"], ["a b c d e", "x y z"]) == pytest.approx(
+      0.7165313105737893)
+  assert scoring.bleu(["the the the the"], ["the cat"], max_order=1) == pytest.approx(0.25)  # clipped
+  assert scoring.bleu(["polyp; ulcer"], ["ulcer;polyp"], max_order=1) == pytest.approx(1.0)
+  assert scoring.bleu([""], ["yes"]) == 0.0
+
+
+@pytest.mark.parametrize("pred,ref,f", [
+    ("a b c d", "a c d e", 0.75),        # LCS a c d: P = R = 3/4
+    ("polyp; ulcer", "ulcer", 0.5),      # tokens polyp ; ulcer -> P = 1/3, R = 1
+    ("A B", "a b", 1.0), ("", "yes", 0.0), ("no", "yes", 0.0),
+    ("x a y b", "a b", 2 * 0.5 * 1.0 / 1.5),
+])
+def test_rouge_l_hand_computed(pred, ref, f):
+  assert scoring.rouge_l(pred, ref) == pytest.approx(f)
+
+
+def test_text_metrics_means_rouge_over_pairs():
+  m = scoring.text_metrics(["a b c d", "no"], ["a c d e", "yes"])
+  assert m["rouge_l"] == pytest.approx((0.75 + 0.0) / 2)
+  assert m["bleu"] == 0.0
+
+
+# --- SPORTU: the answer maps to an option by letter or by text ------------------------
+
+@pytest.mark.parametrize("pred,ok", [("B", True), ("(b)", True), ("No", True), ("no.", True),
+                                     ("B. No", True), ("A", False), ("Yes", False), ("C", False)])
+def test_two_option_mapping(pred, ok):
+  assert scoring.is_correct(pred, "B", "multiple_choice", {"A": "Yes", "B": "No"}) is ok
+
+
+@pytest.mark.parametrize("pred,ok", [("C", True), ("3", True), ("three", True), ("C. 3", True),
+                                     ("C) 3", True), ("2", False), ("B", False), ("C. 2", False)])
+def test_integer_option_mapping(pred, ok):
+  assert scoring.is_correct(pred, "C", "multiple_choice", {"A": 1, "B": 2, "C": 3}) is ok
+  assert scoring.option_letter(3, {"A": 1, "B": 2, "C": 3}) == "C"

@@ -57,7 +57,8 @@ def where_to_get(source: str, path: str, problem: str) -> str:
 
 def check_config(config, workdir: str) -> None:
   """Before any work: the real dataset's files are there (unless `prepare` already ran), the
-  frame options are valid, and a caption source is set. Raises MissingDataError / ConfigError."""
+  frame options are valid, the base checkpoint directory exists, and a caption source is set.
+  Raises MissingDataError / ConfigError."""
   d = config.data
   if d.source not in SOURCES:
     raise ConfigError(f"config.data.source={d.source!r} must be 'synthetic' or one of "
@@ -71,6 +72,12 @@ def check_config(config, workdir: str) -> None:
   redo = {"prepare", "all"} & set(str(config.force).split(","))
   if "prepare" in config.stages and (not prepared or redo):
     present(d.source, d.path)
+  m = config.model.path
+  if m and "base" in config.stages and not os.path.isdir(os.path.expanduser(m)):
+    raise MissingDataError(f"config.model.path={m!r}: no such directory; put the base model's "
+                           f"Hugging Face checkpoint there (config.json, *.safetensors, tokenizer "
+                           f"and processor files; the config file's docstring has the download "
+                           f"command), or point --config.model.path at it")
   c = config.captions
   if "captions" in config.stages and not (c.path or c.teacher_path):
     raise ConfigError(f"{d.source} has no captions of its own: set --config.captions.path="
