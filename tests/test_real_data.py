@@ -399,3 +399,17 @@ def test_kvasir_pipeline_prepare_to_evaluate(tmp_path, kvasir_built):
   ev = json.load(open(workdir / "eval" / "zero_shot.json"))
   assert 0.0 <= ev["bleu"] <= 1.0 and 0.0 <= ev["rouge_l"] <= 1.0
   assert set(ev["per_type"]) <= set(kvasir.QUESTION_TYPES) and ev["per_difficulty"] == {}
+
+
+@pytest.mark.parametrize("mode,shape", [("tile", (SIZE, SIZE, 3)), ("blocks", (4, SIZE, SIZE, 3))])
+def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape):
+  from leaml_jax.stages import common, prepare  # pylint: disable=import-outside-toplevel
+  cfg = _tiny("sports", sportu_files, "", stages="prepare", **{"data.frames": mode})
+  workdir = tmp_path / "run"
+  main.main(cfg, str(workdir))
+  ctx = common.Context(cfg, str(workdir))
+  exs = prepare.examples(ctx, "labeled") + prepare.examples(ctx, "test")
+  assert exs and all(ex["image"].shape == shape and ex["image"].dtype == np.uint8 for ex in exs)
+  if mode == "tile":  # frame k of the clip (grey 20 * {1, 3, 6, 8}[k]) in grid cell k of 2x2
+    tl, br = exs[0]["image"][:SIZE // 2, :SIZE // 2], exs[0]["image"][SIZE // 2:, SIZE // 2:]
+    assert abs(tl.mean() - 20) < 6 and abs(br.mean() - 160) < 6
