@@ -413,3 +413,36 @@ def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape)
   if mode == "tile":  # frame k of the clip (grey 20 * {1, 3, 6, 8}[k]) in grid cell k of 2x2
     tl, br = exs[0]["image"][:SIZE // 2, :SIZE // 2], exs[0]["image"][SIZE // 2:, SIZE // 2:]
     assert abs(tl.mean() - 20) < 6 and abs(br.mean() - 160) < 6
+
+
+# ----------------------------------------------------------------------------- pseudo-QA rules
+@pytest.mark.parametrize("question,answer,want", [
+    ("How many polyps are in the image?", "2", ("count", "2")),
+    ("How many polyps are in the image?", "two", None),
+    ("Is there text?", "No", ("yes_no", "No")),
+    ("Is there text?", "polyp", None),
+    (COLOR_Q, "red;pink", ("color", "pink; red")),
+    ("What is the weather like?", "sunny", None),      # no Kvasir-VQA template
+    ("Is there text?", "", None),
+])
+def test_kvasir_pseudo_qa_rule(question, answer, want):
+  rule = real.pseudo_qa_rule("kvasir_vqa", [])
+  got = rule(question, answer, None, np.random.default_rng(0))
+  assert (got and (got["type"], got["answer"])) == (want or None)
+  assert rule("Is there text?", "A", {"A": "yes", "B": "no"}, None) is None
+
+
+def test_sportu_pseudo_qa_rule():
+  labeled = [{"qa": [{"question": "What sport is this?", "options": MC4},
+                     {"question": "Is there a foul?", "options": {"A": "Yes", "B": "No"}}]}]
+  rule = real.pseudo_qa_rule("sportu_video", labeled)
+  rng = np.random.default_rng(0)
+  qa = rule("What sport is this?", "golf", None, rng)
+  assert len(qa["options"]) == 4 and set(qa["options"].values()) == set(MC4.values())
+  assert qa["options"][qa["answer"]] == "golf"
+  qa = rule("Is there a foul?", "No", None, rng)
+  assert sorted(qa["options"].values()) == ["No", "Yes"] and qa["options"][qa["answer"]] == "No"
+  assert rule("What sport is this?", "chess", None, rng) is None      # not an option text
+  assert rule("Who wins the game?", "soccer", None, rng) is None      # never asked
+  assert rule("Q?", "B", {"A": "x", "B": "y"}, rng)["answer"] == "B"  # generated options
+  assert rule("Q?", "C", {"A": "x", "B": "y"}, rng) is None

@@ -154,7 +154,6 @@ class KvasirVQA(real.LocalBuilder):
   """Kvasir-VQA from local files (HF parquet export or images + CSV/JSON)."""
   SOURCE = "kvasir_vqa"
   DESCRIPTION = __doc__
-  MANUAL_DOWNLOAD_INSTRUCTIONS = real.SOURCES["kvasir_vqa"]["layout"]
 
   def _index(self, root, report):
     index = {}
@@ -217,3 +216,21 @@ class KvasirVQA(real.LocalBuilder):
     if not data:
       raise ValueError("no image bytes in the parquet row")
     return frames.decode_resized(data, self.size)
+
+
+# ----------------------------------------------------------------------------- pseudo QA
+_YES_NO = {"yes", "no", "not relevant"}
+
+
+def pseudo_qa(question: str, answer: str, options, rng=None) -> dict | None:
+  """A generated (question, answer) as a QA dict when it is well formed for Kvasir-VQA: one of
+  the 19 templates, no options, a count that is a number, a yes/no answer; else None."""
+  del rng  # no options to draw
+  qtype, key = question_type(question)
+  answer = answer_text(answer, qtype)
+  if options or key is None or not answer:
+    return None
+  if (qtype == "count" and not answer.isdigit()) or (
+      qtype == "yes_no" and answer.lower() not in _YES_NO):
+    return None
+  return {"question": question.strip(), "answer": answer, "options": None, "type": qtype}

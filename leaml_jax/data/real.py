@@ -167,6 +167,11 @@ class LocalBuilder(builders.ArrayRecordBuilder, skip_registration=True):
   SOURCE = ""
   BUILDER_CONFIGS = [LocalConfig(name="default")]
 
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if cls.SOURCE:  # TFDS shows this when manual_dir is missing
+      cls.MANUAL_DOWNLOAD_INSTRUCTIONS = SOURCES[cls.SOURCE]["layout"]
+
   def _split_generators(self, dl_manager):
     c = self.builder_config
     root = os.fspath(dl_manager.manual_dir)
@@ -211,3 +216,14 @@ def build(source: str, manual_dir: str, data_dir: str, *, image_size: int, num_f
       json.dump(report.to_json(), f, indent=1)
     print(report.summary(), flush=True)
   return path
+
+
+def pseudo_qa_rule(source: str, labeled_examples):
+  """`rule(question, answer, options, rng) -> QA dict | None` for generated QA of a real dataset
+  (the pseudo_qa stage's validity check; None = invalid). SPORTU's options are drawn from the
+  option texts its labelled examples were asked with."""
+  from leaml_jax.data import kvasir, sportu  # pylint: disable=import-outside-toplevel
+  if source == "kvasir_vqa":
+    return kvasir.pseudo_qa
+  sets = sportu.option_sets(labeled_examples)
+  return lambda question, answer, options, rng: sportu.pseudo_qa(question, answer, options, rng, sets)

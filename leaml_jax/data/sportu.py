@@ -74,7 +74,6 @@ class SportuVideo(real.LocalBuilder):
   """SPORTU-video from SportU_Video_mc.json and local clips."""
   SOURCE = "sportu_video"
   DESCRIPTION = __doc__
-  MANUAL_DOWNLOAD_INSTRUCTIONS = real.SOURCES["sportu_video"]["layout"]
 
   def _index(self, root, report):
     items = _load_items(real.present(self.SOURCE, root))
@@ -136,3 +135,33 @@ class SportuVideo(real.LocalBuilder):
     return {"id": clip_id, "image": frames.encode_jpeg(frames.to_strip(clip)), "qa": qa,
             "facts": {"sport": entry["sport"], "num_frames": c.num_frames,
                       "items": [q["item_id"] for q in entry["qa"]]}, "caption": ""}
+
+
+# ----------------------------------------------------------------------------- pseudo QA
+def option_sets(examples) -> dict[str, list[str]]:
+  """Question -> every option text it was asked with in `examples` (the labelled pool)."""
+  out = {}
+  for ex in examples:
+    for q in ex["qa"]:
+      pool = out.setdefault(q["question"].strip(), [])
+      pool += [v for v in q["options"].values() if v not in pool]
+  return out
+
+
+def pseudo_qa(question: str, answer: str, options, rng, sets: dict) -> dict | None:
+  """A generated QA as a QA dict, or None. The generator writes a multiple-choice question with
+  its answer's text (options are format, not knowledge): the question must be one asked in the
+  labelled pool and the answer one of its option texts; the options (up to 4) are drawn here
+  from that question's option texts. Generated options must be 2-8 letters holding the answer."""
+  from leaml_jax.data.qa_common import mc_options  # pylint: disable=import-outside-toplevel
+  question = question.strip()
+  if options is not None:
+    options = parse_options(options)
+    ok = options is not None and answer in options
+    return {"question": question, "answer": answer, "options": options,
+            "type": "multiple_choice"} if ok else None
+  pool = sets.get(question, [])
+  if answer not in pool or len(pool) < 2:
+    return None
+  letter, drawn = mc_options(rng, answer, pool, n=min(4, len(pool)))
+  return {"question": question, "answer": letter, "options": drawn, "type": "multiple_choice"}
