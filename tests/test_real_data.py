@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from leaml_jax import config_lib, main
-from leaml_jax.data import builders, frames, kvasir, real, sportu, synthetic
+from leaml_jax.data import DataError, builders, frames, kvasir, real, sportu, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -401,7 +401,14 @@ def test_kvasir_pipeline_prepare_to_evaluate(tmp_path, kvasir_built):
   assert set(ev["per_type"]) <= set(kvasir.QUESTION_TYPES) and ev["per_difficulty"] == {}
 
 
-@pytest.mark.parametrize("mode,shape", [("tile", (SIZE, SIZE, 3)), ("blocks", (4, SIZE, SIZE, 3))])
+_BLOCKS_GAP = pytest.mark.xfail(strict=True, raises=DataError, reason=(
+    "data/pipeline.encode_image (TextEncoder, tiny model) takes only [H, W, 3]; with [N, H, W, 3] "
+    "allowed the tiny pipeline runs end to end in blocks mode"))
+
+
+@pytest.mark.parametrize("mode,shape", [("tile", (SIZE, SIZE, 3)),
+                                        pytest.param("blocks", (4, SIZE, SIZE, 3),
+                                                     marks=_BLOCKS_GAP)])
 def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape):
   from leaml_jax.stages import common, prepare  # pylint: disable=import-outside-toplevel
   cfg = _tiny("sports", sportu_files, "", stages="prepare", **{"data.frames": mode})
@@ -413,6 +420,8 @@ def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape)
   if mode == "tile":  # frame k of the clip (grey 20 * {1, 3, 6, 8}[k]) in grid cell k of 2x2
     tl, br = exs[0]["image"][:SIZE // 2, :SIZE // 2], exs[0]["image"][SIZE // 2:, SIZE // 2:]
     assert abs(tl.mean() - 20) < 6 and abs(br.mean() - 160) < 6
+  enc = ctx.encoder.example(exs[0]["image"], "What sport is this?", "soccer", exs[0]["id"])
+  assert enc["image"].shape == shape and enc["image"].dtype == np.float32
 
 
 # ----------------------------------------------------------------------------- pseudo-QA rules
