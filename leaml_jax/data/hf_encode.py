@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from leaml_jax.data import prompts
+from leaml_jax.data import pipeline, prompts
 from leaml_jax.data.errors import DataError
 from leaml_jax.data.tokenizer import HFTokenizer
 
@@ -86,7 +86,6 @@ class HFEncoder:
 
   def example(self, image, prompt: str, target: str, example_id=None) -> dict:
     """Arrays for one sequence: image, text [L], mask_ar, mask_loss, mask_input (int32)."""
-    from leaml_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     try:
       n, out = self._process(image, prompt, target)
     except DataError:
