@@ -159,6 +159,27 @@ def test_smolvlm_batch_expands_images_like_the_processor():
     pipeline.encode_example(records[0]["image"], records[0]["prompt"], "x", tok, 40, "x")
 
 
+def test_synthetic_encoder_takes_frames_as_image_blocks():
+  """The synthetic layout (TextEncoder) passes [N,H,W,3] frames through; the tiny VLM then sees N blocks."""
+  from leaml_jax.models import presets
+  from leaml_jax.models.vlm import VLM
+  tok = tokenizer.train_tokenizer(["a ball moves left"], vocab_size=300)
+  rng = np.random.default_rng(3)
+  clip = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+  records = [{"image": clip, "prompt": "where?", "target": "left", "id": "c"}] * 2
+  batch = next(iter(pipeline.make_dataset(records, tok, batch_size=2, text_len=16, seed=0, num_epochs=1,
+                                          prefetch=0)))
+  np.testing.assert_array_equal(batch["image"][0], clip.astype(np.float32) / 127.5 - 1.0)
+  cfg = presets.get("tiny", dtype="float32", lm=dict(vocab_size=tok.vocab_size))
+  model = VLM(cfg)
+  args = (batch["text"], batch["mask_ar"], batch["mask_input"])
+  params = model.init(jax.random.key(0), batch["image"], *args)["params"]
+  both = np.asarray(model.apply({"params": params}, batch["image"], *args)[0])
+  first = np.asarray(model.apply({"params": params}, batch["image"][:, :1], *args)[0])
+  np.testing.assert_allclose(first, model.apply({"params": params}, batch["image"][:, 0], *args)[0], atol=1e-6)
+  assert both.shape == first.shape and np.abs(both - first).max() > 1e-3  # the second frame is seen
+
+
 # ----------------------------------------------------------------------------- stages
 def _config(directory, **overrides):
   cfg = config_lib.load_config_file("configs/demo.py:quick")

@@ -75,10 +75,11 @@ def encode_text(prompt: str, target: str, tok, text_len: int, example_id=None):
 
 
 def encode_image(image_uint8, example_id=None) -> np.ndarray:
+  """uint8 [H, W, 3] (or [N, H, W, 3]: N frames, N image-token blocks) -> float32 in [-1, 1]."""
   image = np.asarray(image_uint8)
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise DataError(example_id, f"image must be uint8 [H, W, 3], got {image.dtype} "
-                    f"{image.shape}")
+  if image.dtype != np.uint8 or image.ndim not in (3, 4) or image.shape[-1] != 3:
+    raise DataError(example_id, f"image must be uint8 [H, W, 3] or frames [N, H, W, 3], got "
+                    f"{image.dtype} {image.shape}")
   return image.astype(np.float32) / 127.5 - 1.0
 
 
