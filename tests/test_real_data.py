@@ -401,14 +401,8 @@ def test_kvasir_pipeline_prepare_to_evaluate(tmp_path, kvasir_built):
   assert set(ev["per_type"]) <= set(kvasir.QUESTION_TYPES) and ev["per_difficulty"] == {}
 
 
-_BLOCKS_GAP = pytest.mark.xfail(strict=True, raises=DataError, reason=(
-    "data/pipeline.encode_image (TextEncoder, tiny model) takes only [H, W, 3]; with [N, H, W, 3] "
-    "allowed the tiny pipeline runs end to end in blocks mode"))
-
-
 @pytest.mark.parametrize("mode,shape", [("tile", (SIZE, SIZE, 3)),
-                                        pytest.param("blocks", (4, SIZE, SIZE, 3),
-                                                     marks=_BLOCKS_GAP)])
+                                        ("blocks", (4, SIZE, SIZE, 3))])
 def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape):
   from leaml_jax.stages import common, prepare  # pylint: disable=import-outside-toplevel
   cfg = _tiny("sports", sportu_files, "", stages="prepare", **{"data.frames": mode})

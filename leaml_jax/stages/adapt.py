@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from leaml_jax import checkpoint, generate as gen_lib, lora, losses, neurons, optim, train
-from leaml_jax.data import pipeline, prompts, synthetic
+from leaml_jax.data import pipeline, prompts, real, synthetic
 from leaml_jax.data.qa_common import mc_options
 from leaml_jax.metrics import MetricWriter
 from leaml_jax.stages import captions as captions_stage, common, prepare
@@ -39,7 +39,7 @@ class ZipIterator:
 
 
 def dataset(ctx, records, batch_size, *, seed_name):
-  return pipeline.make_dataset(records, ctx.tokenizer, batch_size=batch_size,
+  return pipeline.make_dataset(records, ctx.encoder, batch_size=batch_size,
                                text_len=ctx.config.data.text_len, seed=_seed(ctx, seed_name))
 
 
@@ -102,7 +102,7 @@ def run_relevance(ctx) -> None:
   exs = prepare.examples(ctx, "labeled")
   records = pipeline.qa_gen_records(exs)
   bs = min(c.batch_size, len(records))
-  ds = pipeline.make_dataset(records, ctx.tokenizer, batch_size=bs, shuffle=False, num_epochs=1,
+  ds = pipeline.make_dataset(records, ctx.encoder, batch_size=bs, shuffle=False, num_epochs=1,
                              text_len=ctx.config.data.text_len, seed=0, drop_remainder=False)
   batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs]
   batches = batches or [next(iter(ds))]
@@ -168,13 +168,8 @@ def run_qa_generator(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
 
 
 def prompt_batch(ctx, records) -> dict:
-  """Prompt-only batch (prefix part) for generation, right-padded to text_len."""
-  enc = [pipeline.encode_example(r["image"], r["prompt"], "", ctx.tokenizer,
-                                 ctx.config.data.text_len, r.get("id")) for r in records]
-  batch = {k: np.stack([e[k] for e in enc]) for k in ("image", "text", "mask_ar", "mask_input")}
-  keep = batch["mask_input"] * (1 - batch["mask_ar"])
-  return {"image": batch["image"], "text": batch["text"] * keep,
-          "mask_ar": np.zeros_like(keep), "mask_input": keep}
+  """Prompt-only batch for generation, in the run's layout (synthetic or the HF family's)."""
+  return pipeline.prompt_batch(records, ctx.encoder, ctx.config.data.text_len)
 
 
 def generate_texts(ctx, params, records, *, batch_size, max_new_tokens, temperature=0.0,
@@ -207,10 +202,13 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
                          top_p=c.top_p, rng=ctx.rng(variant.prefix + "pseudo_qa"),
                          desc="pseudo-QA")
   rng = np.random.default_rng(ctx.config.seed)
+  rule = None
+  if ctx.config.data.source != "synthetic":
+    rule = real.pseudo_qa_rule(ctx.config.data.source, prepare.examples(ctx, "labeled"))
   kept, seen = [], {}
   dropped = {"unparsable": 0, "invalid": 0, "duplicate": 0, "per_image_cap": 0}
   for rec, text in zip(records, texts):
-    qa = parse_pseudo_qa(domain, text, rng)
+    qa = parse_pseudo_qa(domain, text, rng, rule)
     if isinstance(qa, str):
       dropped[qa] += 1
       continue
@@ -230,15 +228,18 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
                      "images_with_pseudo_qa": len(seen)})
 
 
-def parse_pseudo_qa(domain: str, text: str, rng: np.random.Generator) -> dict | str:
+def parse_pseudo_qa(domain: str, text: str, rng: np.random.Generator, rule=None) -> dict | str:
   """Generated text -> {"question", "answer", "options", "type"}, or the reason it is dropped
   ("unparsable" | "invalid"). Multiple-choice questions are generated with the answer's text;
   their four options are drawn here from the question's option set (format, not knowledge).
+  `rule` (real datasets, `real.pseudo_qa_rule`) replaces the synthetic domain's templates.
   Never raises."""
   parsed = prompts.parse_qa_gen(text)
   if parsed is None:
     return "unparsable"
   question, answer, options = parsed
+  if rule is not None:
+    return rule(question, answer, options, rng) or "invalid"
   template = synthetic.match_template(domain, question)
   if template is not None and template.options and options is None:
     if answer not in template.answers:
@@ -273,7 +274,7 @@ def run_vqa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   pseudo = pseudo_records(ctx, variant)
   name = variant.prefix + "vqa"
   L = ctx.config.data.text_len
-  mk = lambda recs, s: pipeline.make_dataset(recs, ctx.tokenizer, batch_size=None, text_len=L,
+  mk = lambda recs, s: pipeline.make_dataset(recs, ctx.encoder, batch_size=None, text_len=L,
                                              seed=_seed(ctx, name + s))
   if pseudo and v.pseudo_weight > 0:
     ds = pipeline.mix([mk(labeled, "/labeled"), mk(pseudo, "/pseudo")],

@@ -26,8 +26,12 @@ def run(ctx) -> None:
     rows = _read_caption_file(c.path, {ex["id"] for ex in pool})
   elif c.teacher_path:
     rows = teacher_captions(ctx, pool)
-  else:
+  elif ctx.config.data.source == "synthetic":
     rows = [{"image_id": ex["id"], "caption": ex["caption"]} for ex in pool]
+  else:
+    raise ConfigError(f"config.data.source={ctx.config.data.source!r} has no teacher captions: set "
+                      "config.captions.path (JSONL of {\"image_id\", \"caption\"}) or "
+                      "config.captions.teacher_path (a local HF checkpoint of a teacher VLM)")
   common.write_jsonl(ctx.path("data", "captions.jsonl"), rows)
 
 

@@ -19,7 +19,8 @@ def build_report(ctx) -> dict:
     path = ctx.path("eval", f"{m}.json")
     if os.path.exists(path):
       r = common.read_json(path)
-      methods[m] = {k: r[k] for k in ("accuracy", "n", "per_category", "per_difficulty", "per_type")}
+      methods[m] = {k: r[k] for k in ("accuracy", "n", "per_category", "per_difficulty", "per_type",
+                                      "bleu", "rouge_l") if k in r}
   stats_path = ctx.path("pseudo_qa_stats.json")
   pq = common.read_json(stats_path) if os.path.exists(stats_path) else {}
   labeled = prepare.examples(ctx, "labeled")
