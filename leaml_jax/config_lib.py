@@ -42,10 +42,13 @@ def validate(c) -> None:
             ("neurons.mask", c.neurons.mask, ("relevance", "random", "none")),
             ("neurons.non_neuron_params", c.neurons.non_neuron_params, ("frozen", "trainable")),
             ("model.remat", c.model.remat, ("none", "full", "dots")),
-            ("data.mc_answer", c.data.mc_answer, ("text", "letter"))]
+            ("data.mc_answer", c.data.mc_answer, ("text", "letter")),
+            ("pseudo_qa.answer", c.pseudo_qa.answer, ("greedy", "sampled"))]
   for key, val, allowed in checks:
     if val not in allowed:
       errs.append(f"config.{key}={val!r} must be one of {allowed}")
+  if not 0.0 <= c.pseudo_qa.min_confidence <= 1.0:
+    errs.append(f"config.pseudo_qa.min_confidence={c.pseudo_qa.min_confidence} must be in [0, 1]")
   if not 0.0 <= c.vqa.pseudo_weight < 1.0:
     errs.append(f"config.vqa.pseudo_weight={c.vqa.pseudo_weight} must be in [0, 1)")
   if not 0.0 <= c.data.caption_error_rate <= 1.0:

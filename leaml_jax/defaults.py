@@ -73,7 +73,10 @@ def base_config() -> ConfigDict:
 
   c.pseudo_qa = ConfigDict(dict(
       samples_per_image=2, temperature=0.7, top_p=0.9, max_new_tokens=32, batch_size=64,
-      min_confidence=0.0, max_per_image=4))
+      answer="greedy",               # greedy: re-answer each sampled question greedily | sampled
+      answer_tokens=12,              # new tokens for the greedy answer
+      min_confidence=0.0,            # drop pseudo QA whose answer probability is lower
+      max_per_image=4))
 
   c.vqa = train_section(steps=300, batch_size=32, lr=1e-3)
   c.vqa.pseudo_weight = 0.7          # share of each batch drawn from pseudo QA

@@ -61,26 +61,32 @@ def _decode_loop(model: VLM, params, batch, temperature, top_p, rng, *, max_new_
   rng, key = jax.random.split(rng)
   tok = pick(logits, key)
   out = jnp.full((B, M), pad_id, jnp.int32).at[:, 0].set(tok)
+  # Sum of the model's log-probabilities (temperature 1) of the emitted tokens, EOS included.
+  logp = lambda logits_BV, tok_B: jnp.take_along_axis(  # noqa: E731
+      jax.nn.log_softmax(logits_BV.astype(jnp.float32), -1), tok_B[:, None], -1)[:, 0]
 
   def cond(state):
-    step, _, _, done, _, _ = state
+    step, _, _, done, _, _, _ = state
     return (step < M) & ~jnp.all(done)
 
   def body(state):
-    step, tok, cache, done, out, rng = state
+    step, tok, cache, done, out, lp, rng = state
     logits, cache = model.apply(variables, tok, cache, method=VLM.decode_step)
     rng, key = jax.random.split(rng)
     new = jnp.where(done, pad_id, pick(logits, key))
     out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))
-    return step + 1, new, cache, done | is_eos(new), out, rng
+    lp = lp + jnp.where(done, 0.0, logp(logits, new))
+    return step + 1, new, cache, done | is_eos(new), out, lp, rng
 
-  state = (jnp.int32(1), tok, cache, is_eos(tok), out, rng)
-  return jax.lax.while_loop(cond, body, state)[4]
+  state = (jnp.int32(1), tok, cache, is_eos(tok), out, logp(logits, tok), rng)
+  _, _, _, _, out, lp, _ = jax.lax.while_loop(cond, body, state)
+  return out, lp
 
 
 def make_generate_fn(model: VLM, *, max_new_tokens: int, eos_id: int | Sequence[int], pad_id: int,
                      sample: bool = False, param_shardings=None, batch_shardings=None):
-  """Jitted fn(params, batch, temperature, top_p, rng) -> tokens [B, M] int32 (cached).
+  """Jitted fn(params, batch, temperature, top_p, rng) -> (tokens [B, M] int32, sum of the
+  emitted tokens' log-probabilities [B] float32) (cached).
 
   param_shardings / batch_shardings: pytrees of `jax.sharding.Sharding` (or None = let jit
   follow the arguments). Outputs are replicated when a mesh is in use.
@@ -136,8 +142,11 @@ def _bucketed(batch: dict, bucket: int | None, pad_id: int) -> dict:
 
 def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: int | Sequence[int],
              pad_id: int, temperature: float = 0.0, top_p: float = 1.0, rng=None,
-             bucket: int | None = 16, shardings=None, batch_shardings=None) -> np.ndarray:
-  """Greedy (temperature == 0) or temperature + top-p sampling; returns [B, max_new_tokens] int32.
+             bucket: int | None = 16, shardings=None, batch_shardings=None,
+             return_logprobs: bool = False):
+  """Greedy (temperature == 0) or temperature + top-p sampling; returns [B, max_new_tokens] int32
+  (and, with `return_logprobs`, each row's summed log-probability of its emitted tokens, EOS
+  included, under the model's untempered distribution: [B] float32).
 
   batch: image [B,H,W,3] or [B,n,H,W,3], text [B,L] right-padded prompt, mask_ar, mask_input (prompt part only).
   Tokens after a row's first EOS are `pad_id`; the loop stops once every row has hit EOS.
@@ -155,5 +164,8 @@ def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: in
   fn = make_generate_fn(model, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
                         sample=sample, param_shardings=shardings, batch_shardings=batch_shardings)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  tokens = fn(params, batch, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), rng)
-  return np.asarray(jax.device_get(tokens)).astype(np.int32)
+  tokens, logprobs = fn(params, batch, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), rng)
+  tokens = np.asarray(jax.device_get(tokens)).astype(np.int32)
+  if return_logprobs:
+    return tokens, np.asarray(jax.device_get(logprobs), np.float32)
+  return tokens

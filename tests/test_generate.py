@@ -138,3 +138,26 @@ def test_several_images_per_row_greedy_equals_teacher_forced_argmax():
   out = gen.generate(model, params, two, max_new_tokens=M, eos_id=cfg.lm.vocab_size, pad_id=0, bucket=4)
   np.testing.assert_array_equal(out, teacher_forced_argmax(model, params, two))
   assert (out != greedy).any()  # the second frame is seen
+
+
+def test_logprobs_are_the_teacher_forced_log_probabilities_of_the_emitted_tokens():
+  """Reference: a full forward over prompt + greedy tokens, log-softmax, summed over what was
+  emitted up to and including the first EOS."""
+  model, _, params, batch, greedy = setup()
+  eos = int(greedy[1, 3])  # row 1 stops at its 4th token (or earlier, if it emitted eos before)
+  tokens, lp = gen.generate(model, params, batch, max_new_tokens=M, eos_id=eos, pad_id=0, bucket=4,
+                            return_logprobs=True)
+  fwd = forward_fn(model)
+  B, L = len(LENGTHS), max(LENGTHS) + M
+  text, mask_ar = np.zeros((B, L), np.int32), np.ones((B, L), np.int32)
+  mask_input = np.zeros((B, L), np.int32)
+  for b, n in enumerate(LENGTHS):
+    text[b, :n], mask_ar[b, :n], mask_input[b, :n] = batch["text"][b, :n], batch["mask_ar"][b, :n], 1
+    text[b, n:n + M], mask_input[b, n:n + M] = greedy[b], 1
+  logp = np.asarray(jax.nn.log_softmax(fwd(params, batch["image"], text, mask_ar, mask_input), -1))
+  for b, n in enumerate(LENGTHS):
+    hits = np.nonzero(greedy[b] == eos)[0]
+    stop = hits[0] + 1 if len(hits) else M
+    np.testing.assert_array_equal(tokens[b, :stop], greedy[b, :stop])
+    ref = sum(logp[b, n + g - 1, greedy[b, g]] for g in range(stop))
+    np.testing.assert_allclose(lp[b], ref, rtol=1e-4, atol=1e-4)

@@ -112,13 +112,18 @@ def encode_example(image_uint8, prompt: str, target: str, tok, text_len: int,
 
 
 def prompt_batch(records, tok, text_len: int) -> dict:
-  """Prompt-only batch (what generation continues) of records {"image", "prompt", "id"?}:
-  each row's prompt tokens (no loss, no answer), right-padded to text_len; causal families keep
-  mask_ar 1 on the prompt, prefix-LM ones 0."""
+  """Prompt-only batch (what generation continues) of records {"image", "prompt", "id"?,
+  "forced"?}: each row's prompt tokens (no loss, no answer), right-padded to text_len; causal
+  families keep mask_ar 1 on the prompt, prefix-LM ones 0. A record's `forced` text is laid out
+  as the start of its answer (causal, as in training, without the EOS): generation continues it."""
   enc = encoder_for(tok, text_len)
-  rows = [enc.example(r["image"], r["prompt"], "", r.get("id")) for r in records]
+  rows = [enc.example(r["image"], r["prompt"], r.get("forced", ""), r.get("id")) for r in records]
   b = {k: np.stack([e[k] for e in rows]) for k in ("image", "text", "mask_ar", "mask_loss", "mask_input")}
   keep = b["mask_input"] * (1 - b["mask_loss"])
+  for i, r in enumerate(records):
+    if r.get("forced"):  # every real token but the answer's EOS (the row's last real token)
+      keep[i] = b["mask_input"][i]
+      keep[i, np.nonzero(keep[i])[0][-1]] = 0
   return {"image": b["image"], "text": b["text"] * keep, "mask_ar": b["mask_ar"] * keep, "mask_input": keep}
 
 

@@ -167,29 +167,35 @@ def run_qa_generator(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   ctx.save_params(name, params)
 
 
-def prompt_batch(ctx, records) -> dict:
-  """Prompt-only batch for generation, in the run's layout (synthetic or the HF family's)."""
-  return pipeline.prompt_batch(records, ctx.encoder, ctx.config.data.text_len)
-
-
 def generate_texts(ctx, params, records, *, batch_size, max_new_tokens, temperature=0.0,
-                   top_p=1.0, rng=None, desc="generate") -> list[str]:
-  """Batched generation with the given (sharded) params; pads the last batch to a fixed shape."""
+                   top_p=1.0, rng=None, desc="generate", with_logprobs=False):
+  """Batched generation with the given (sharded) params; pads the last batch to a fixed shape.
+  Records {"image", "prompt", "forced"?}: `forced` text is written after the prompt (as the start
+  of the answer) and generation continues it. With `with_logprobs`: (texts, summed log-probs)."""
   tok = ctx.tokenizer
-  out = []
+  out, scores = [], []
   for start in tqdm(range(0, len(records), batch_size), desc=desc, leave=False):
     chunk = records[start:start + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
     r = None if rng is None else jax.random.fold_in(rng, start)
-    tokens = gen_lib.generate(ctx.model, params, prompt_batch(ctx, padded),
-                              max_new_tokens=max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
-                              temperature=temperature, top_p=top_p, rng=r)
+    batch = pipeline.prompt_batch(padded, ctx.encoder, ctx.config.data.text_len)
+    tokens, lp = gen_lib.generate(ctx.model, params, batch, max_new_tokens=max_new_tokens,
+                                  eos_id=tok.eos_id, pad_id=tok.pad_id, temperature=temperature,
+                                  top_p=top_p, rng=r, return_logprobs=True)
     out += [tok.decode(list(t)) for t in np.asarray(tokens)[:len(chunk)]]
-  return out
+    scores += [float(x) for x in lp[:len(chunk)]]
+  return (out, scores) if with_logprobs else out
 
 
 def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
-  """Sample k QA per unlabelled image with the generator; parse, validate, dedupe."""
+  """Pseudo QA for every unlabelled image with the generator's own sharded params.
+
+  1. sample `samples_per_image` "question answer: ..." texts per image (temperature, top-p);
+  2. parse; drop unparsable ones, repeated questions of an image, and those over `max_per_image`;
+  3. with answer="greedy", answer each kept question again greedily (the generator continues
+     "<question> answer:"), and score it: confidence = the answer's probability (tokens + EOS);
+  4. validate against the dataset's formats, drop answers under `min_confidence`.
+  Counts per reason go to pseudo_qa_stats.json; nothing here raises on odd model output."""
   c = ctx.config.pseudo_qa
   domain = ctx.config.data.domain
   params = ctx.load_params(variant.prefix + "qa_generator")
@@ -197,23 +203,20 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   gen_prompt = prompts.qa_gen_prompt()
   records = [{"image": ex["image"], "prompt": gen_prompt, "id": ex["id"]}
              for ex in unl for _ in range(c.samples_per_image)]
-  texts = generate_texts(ctx, params, records, batch_size=c.batch_size,
-                         max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                         top_p=c.top_p, rng=ctx.rng(variant.prefix + "pseudo_qa"),
-                         desc="pseudo-QA")
-  rng = np.random.default_rng(ctx.config.seed)
-  rule = None
-  if ctx.config.data.source != "synthetic":
-    rule = real.pseudo_qa_rule(ctx.config.data.source, prepare.examples(ctx, "labeled"))
-  kept, seen = [], {}
-  dropped = {"unparsable": 0, "invalid": 0, "duplicate": 0, "per_image_cap": 0}
-  for rec, text in zip(records, texts):
-    qa = parse_pseudo_qa(domain, text, rng, rule)
-    if isinstance(qa, str):
-      dropped[qa] += 1
+  texts, logps = generate_texts(
+      ctx, params, records, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+      temperature=c.temperature, top_p=c.top_p, rng=ctx.rng(variant.prefix + "pseudo_qa"),
+      desc="pseudo-QA", with_logprobs=True)
+  dropped = {"unparsable": 0, "duplicate": 0, "per_image_cap": 0, "invalid": 0,
+             "low_confidence": 0}
+  cands, seen = [], {}
+  for rec, text, lp in zip(records, texts, logps):
+    parsed = prompts.parse_qa_gen(text)
+    if parsed is None:
+      dropped["unparsable"] += 1
       continue
     per_image = seen.setdefault(rec["id"], set())
-    key = qa["question"].strip().lower()
+    key = parsed[0].strip().lower()
     if key in per_image:
       dropped["duplicate"] += 1
       continue
@@ -221,11 +224,34 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
       dropped["per_image_cap"] += 1
       continue
     per_image.add(key)
-    kept.append({"image_id": rec["id"], **qa})
+    cands.append({"rec": rec, "qa": parsed, "logp": lp})
+  if c.answer == "greedy" and cands:
+    forced = [{**x["rec"], "forced": prompts.qa_gen_target(x["qa"][0], "", x["qa"][2]).rstrip()}
+              for x in cands]
+    answers, logps = generate_texts(ctx, params, forced, batch_size=c.batch_size,
+                                    max_new_tokens=c.answer_tokens, desc="pseudo-QA answers",
+                                    with_logprobs=True)
+    for x, a, lp in zip(cands, answers, logps):
+      x["qa"], x["logp"] = (x["qa"][0], a.strip(), x["qa"][2]), lp
+  rng = np.random.default_rng(ctx.config.seed)
+  rule = None
+  if ctx.config.data.source != "synthetic":
+    rule = real.pseudo_qa_rule(ctx.config.data.source, prepare.examples(ctx, "labeled"))
+  kept = []
+  for x in cands:
+    qa = parse_pseudo_qa(domain, prompts.qa_gen_target(*x["qa"]), rng, rule)
+    if isinstance(qa, str):
+      dropped[qa] += 1
+      continue
+    confidence = float(np.exp(x["logp"]))
+    if confidence < c.min_confidence:
+      dropped["low_confidence"] += 1
+      continue
+    kept.append({"image_id": x["rec"]["id"], **qa, "confidence": round(confidence, 4)})
   common.write_jsonl(ctx.path(variant.prefix + "pseudo_qa.jsonl"), kept)
   common.write_json(ctx.path(variant.prefix + "pseudo_qa_stats.json"),
                     {"generated": len(texts), "kept": len(kept), "dropped": dropped,
-                     "images_with_pseudo_qa": len(seen)})
+                     "answer": c.answer, "images_with_pseudo_qa": len({r["image_id"] for r in kept})})
 
 
 def parse_pseudo_qa(domain: str, text: str, rng: np.random.Generator, rule=None) -> dict | str:
