@@ -17,6 +17,11 @@ def get_config(arg: str = ""):
   c = base_config()
   c.name = "demo"
   c.data.domain = "synthetic_endoscopy" if "endoscopy" in opts else "synthetic_sports"
+  if c.data.domain == "synthetic_sports":
+    # Clips reach the tiny model as 4 frames stacked in each patch (ViViT tubelets): motion
+    # (ball direction, passes) is then visible inside a patch. Measured on direction questions
+    # alone, 600 steps: 58% with the frames tiled 2x2 into one image, 92% with tubelets.
+    c.data.frames, c.model.vit_frames = "blocks", 4
   if "quick" in opts:
     c.name = "demo_quick"
     c.data.num_train, c.data.num_test = 600, 100

@@ -47,6 +47,19 @@ def validate(c) -> None:
   for key, val, allowed in checks:
     if val not in allowed:
       errs.append(f"config.{key}={val!r} must be one of {allowed}")
+  vf = c.model.vit_frames
+  if vf < 1:
+    errs.append(f"config.model.vit_frames={vf} must be >= 1")
+  elif vf > 1:
+    if c.model.path:
+      errs.append(f"config.model.vit_frames={vf}: tubelet towers are for the tiny model; a HF "
+                  "family (config.model.path) takes clips as image blocks: set it to 1")
+    if c.data.frames != "blocks":
+      errs.append(f"config.model.vit_frames={vf} needs clips as frames: set config.data.frames=blocks")
+    n = 4 if c.data.source == "synthetic" else c.data.num_frames
+    if c.data.domain == "synthetic_sports" or c.data.source != "synthetic":
+      if n != vf:
+        errs.append(f"config.model.vit_frames={vf} must equal the clips' frame count {n}")
   if not 0.0 <= c.pseudo_qa.min_confidence <= 1.0:
     errs.append(f"config.pseudo_qa.min_confidence={c.pseudo_qa.min_confidence} must be in [0, 1]")
   if not 0.0 <= c.vqa.pseudo_weight < 1.0:

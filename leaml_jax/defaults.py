@@ -45,7 +45,9 @@ def base_config() -> ConfigDict:
   ))
   c.model = ConfigDict(dict(
       preset="tiny", path="",        # path: local HF checkpoint dir (real families)
-      dtype="float32", param_dtype="float32", scan=True, remat="none", attention="auto"))
+      dtype="float32", param_dtype="float32", scan=True, remat="none", attention="auto",
+      vit_frames=1,                  # tiny model: tubelet length (frames per patch) for clips; 1 = stills
+  ))
 
   # Stage `base`: demo pre-training on the general domain (skipped when model.path is set).
   c.base = train_section(steps=600, batch_size=64, lr=3e-3)

@@ -44,7 +44,7 @@ def _decode_loop(model: VLM, params, batch, temperature, top_p, rng, *, max_new_
                  eos_ids: tuple[int, ...], pad_id: int, sample: bool):
   M = max_new_tokens
   B, L = batch["text"].shape
-  n_images = batch["image"].shape[1] if batch["image"].ndim == 5 else 1
+  n_images = batch["image"].shape[1] if batch["image"].ndim == 5 and model.cfg.vit.frames == 1 else 1
   cache_len = model.cfg.num_prefix_tokens * n_images + L + M
   variables = {"params": params}
   logits, cache = model.apply(variables, batch["image"], batch["text"], batch["mask_ar"],

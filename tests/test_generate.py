@@ -161,3 +161,17 @@ def test_logprobs_are_the_teacher_forced_log_probabilities_of_the_emitted_tokens
     np.testing.assert_array_equal(tokens[b, :stop], greedy[b, :stop])
     ref = sum(logp[b, n + g - 1, greedy[b, g]] for g in range(stop))
     np.testing.assert_allclose(lp[b], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_tubelet_clip_greedy_equals_teacher_forced_argmax():
+  """A [B, T, H, W, 3] clip into a tubelet tower is one image: the cache fits its N prefix tokens."""
+  from tests.test_models import make_uncached  # pylint: disable=import-outside-toplevel
+  model, cfg, params = make_uncached("tiny", vit=dict(frames=4), param_dtype="float32")
+  _, _, _, batch, _ = setup()
+  rng = np.random.default_rng(1)
+  h, w = cfg.vit.image_size
+  text = np.where(batch["mask_input"] == 1, batch["text"] % cfg.lm.vocab_size, 0).astype(np.int32)
+  clip = {**batch, "text": text,
+          "image": rng.uniform(-1, 1, (len(LENGTHS), 4, h, w, 3)).astype(np.float32)}
+  out = gen.generate(model, params, clip, max_new_tokens=M, eos_id=cfg.lm.vocab_size, pad_id=0, bucket=4)
+  np.testing.assert_array_equal(out, teacher_forced_argmax(model, params, clip))

@@ -294,3 +294,33 @@ def test_inline_image_tokens_match_prefix_layout():
   assert np.abs(other2 - base)[:, :N + 3].max() == 0
   assert np.abs(other2 - base)[:, N + 3:].max(axis=-1).min() > 1e-4
   assert np.abs(other1 - base)[:, :N + 3].max(axis=-1).min() > 1e-4
+
+
+# ----------------------------------------------------------------------------- tubelets
+
+def test_tubelet_tower_stacks_frames_in_each_patch():
+  """vit.frames = T: a clip whose only non-zero frame is t is encoded like that frame as a still
+  image by a T=1 tower holding kernel channels [3t, 3t+3) (all else shared); a still image is the
+  clip of T equal frames; frame order matters."""
+  model, cfg, params = make_uncached("tiny", vit=dict(frames=4), param_dtype="float32")
+  still_model = VLM(presets.get("tiny", dtype="float32", param_dtype="float32"))
+  rng = np.random.default_rng(0)
+  image, text = inputs(cfg, rng, 2, 6)
+  clip = rng.uniform(-1, 1, (2, 4, *image.shape[1:])).astype(np.float32)
+  encode = lambda m, p, x: np.asarray(m.apply({"params": p}, x, method=lambda mm, y: mm._encode_images(y)))  # noqa: E731
+  for t in range(4):
+    only_t = np.zeros_like(clip)
+    only_t[:, t] = clip[:, t]
+    kernel = params["img"]["embedding"]["kernel"][:, :, 3 * t:3 * t + 3]
+    still_params = {**params, "img": {**params["img"], "embedding": {
+        **params["img"]["embedding"], "kernel": kernel}}}
+    np.testing.assert_allclose(encode(model, params, only_t),
+                               encode(still_model, still_params, clip[:, t]), rtol=1e-5, atol=1e-5)
+  mask_ar = np.zeros_like(text)
+  fwd = forward_fn(model)
+  np.testing.assert_array_equal(np.asarray(fwd(params, image, text, mask_ar)),
+                                np.asarray(fwd(params, np.repeat(image[:, None], 4, 1), text, mask_ar)))
+  assert np.abs(np.asarray(fwd(params, clip, text, mask_ar))
+                - np.asarray(fwd(params, clip[:, ::-1], text, mask_ar))).max() > 1e-3
+  with pytest.raises(ValueError, match="tubelet"):
+    fwd(params, clip[:, :3], text, mask_ar)

@@ -1,8 +1,9 @@
 """synthetic_sports: 4-frame clips (SPORTU-like multiple choice).
 
-The clip's frames are tiled 2x2 into one image (frame 0 top-left, 1 top-right,
-2 bottom-left, 3 bottom-right), each frame half the image side, so with an
-image of 32 and ViT patches of 8 every patch lies inside exactly one frame.
+The clip is stored as the real clips are: a vertical strip of its frames ([4*S, S, 3], frame 0
+on top), with `facts["num_frames"]`; `prepare` hands it to the model as one 2x2 tiled image or as
+[4, S, S, 3] frames (config.data.frames), the latter for a tubelet patch embedding
+(config.model.vit_frames=4) that sees motion inside each patch.
 Two teams, one ball, one action per clip. Every question has 4 options and
 its answer is the option letter; "hard" questions (action, ball direction)
 need more than one frame. Every QA's category is the sport.
@@ -25,6 +26,7 @@ FIELD_RGB = {"soccer": (55, 145, 55), "basketball": (185, 130, 75),
 BALL = {"soccer": "white", "basketball": "orange", "hockey": "black", "handball": "yellow"}
 CLASHES = {"soccer": ("white",), "basketball": ("orange", "yellow"),
            "hockey": ("black", "white"), "handball": ("yellow", "blue")}
+PLAYER_RX, PLAYER_RY, BALL_R = 0.14, 0.17, 0.1  # frame units
 _UNIT = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 
 _C = (("color", TEAM_COLORS),)
@@ -98,7 +100,7 @@ def sample_facts(rng: np.random.Generator) -> dict:
     q = cand_K2[np.argmax(gap_K)]  # the candidate farthest from everything
     players.append((color, q + rng.uniform(-0.03, 0.03, (NUM_FRAMES, 2))))
   end_team = {"pass": cx, "dribble": cx, "interception": cy, "shot": "nobody"}[action]
-  return {"sport": sport, "teams": [cx, cy], "counts": {cx: nx, cy: ny},
+  return {"sport": sport, "num_frames": NUM_FRAMES, "teams": [cx, cy], "counts": {cx: nx, cy: ny},
           "action": action, "direction": direction, "start_team": cx, "end_team": end_team,
           "players": [{"team": c, "xy": np.round(_clip(pos), 4).tolist()} for c, pos in players],
           "ball": np.round(np.clip(ball, 0.1, 0.9), 4).tolist()}
@@ -106,15 +108,15 @@ def sample_facts(rng: np.random.Generator) -> dict:
 
 @functools.lru_cache(maxsize=16)
 def _field(sport: str, size: int) -> np.ndarray:
-  """The empty pitch, tiled 2x2 (one per frame), as a supersampled canvas."""
-  cv = render.Canvas(size // 2)
+  """The empty pitch of one frame, as a supersampled canvas."""
+  cv = render.Canvas(size)
   cv.fill(FIELD_RGB[sport])
   line = {"soccer": (240, 240, 240), "basketball": (90, 50, 20),
           "hockey": (200, 30, 40), "handball": (240, 240, 240)}[sport]
   if sport == "soccer":
-    cv.multiply(1 - 0.08 * (np.floor(cv.xx * 6) % 2))
+    cv.multiply(1 - 0.04 * (np.floor(cv.xx * 6) % 2))
   if sport == "basketball":
-    cv.multiply(1 - 0.06 * (np.floor(cv.yy * 10) % 2))
+    cv.multiply(1 - 0.03 * (np.floor(cv.yy * 10) % 2))
   if sport == "handball":
     for gx in (0.0, 1.0):
       cv.disk(gx, 0.5, 0.3, (80, 135, 215))
@@ -125,28 +127,28 @@ def _field(sport: str, size: int) -> np.ndarray:
   goal = (240, 240, 240) if sport in ("soccer", "handball") else (200, 30, 40)
   for x0 in (0.06, 0.89):
     cv.rect(x0, 0.36, x0 + 0.05, 0.64, goal)
-  cv.outline_rect(0, 0, 1, 1, 2 / size, (25, 25, 25))  # frame border
-  return np.tile(cv.rgb_HWC, (2, 2, 1))
+  cv.outline_rect(0, 0, 1, 1, 1 / size, (25, 25, 25))  # frame border
+  return cv.rgb_HWC
 
 
 def render_image(facts: dict, size: int, rng: np.random.Generator) -> np.ndarray:
-  if size % 2:
-    raise ValueError(f"sports image size must be even (2x2 frames), got {size}")
+  """The clip as a strip of NUM_FRAMES frames of size x size: uint8 [NUM_FRAMES * size, size, 3]."""
   del rng  # clips are fully determined by their facts
-  cv = render.Canvas(size)
-  cv.rgb_HWC = _field(facts["sport"], size).copy()
   ball_rgb = render.PALETTE[BALL[facts["sport"]]]
   ball_rim = (20, 20, 20) if BALL[facts["sport"]] != "black" else (250, 250, 250)
+  out = []
   for t in range(NUM_FRAMES):
-    ox, oy = (t % 2) / 2, (t // 2) / 2  # frame t's corner; frame coords are halved
+    cv = render.Canvas(size)
+    cv.rgb_HWC = _field(facts["sport"], size).copy()
     for p in facts["players"]:
-      x, y = ox + p["xy"][t][0] / 2, oy + p["xy"][t][1] / 2
-      cv.ellipse(x, y, 0.05, 0.0675, (20, 20, 20))
-      cv.ellipse(x, y, 0.0375, 0.055, render.PALETTE[p["team"]])
-    x, y = ox + facts["ball"][t][0] / 2, oy + facts["ball"][t][1] / 2
-    cv.disk(x, y, 0.0475, ball_rim)
-    cv.disk(x, y, 0.0325, ball_rgb)
-  return cv.to_uint8()
+      x, y = p["xy"][t]
+      cv.ellipse(x, y, PLAYER_RX + 0.02, PLAYER_RY + 0.02, (20, 20, 20))
+      cv.ellipse(x, y, PLAYER_RX, PLAYER_RY, render.PALETTE[p["team"]])
+    x, y = facts["ball"][t]
+    cv.disk(x, y, BALL_R + 0.024, ball_rim)
+    cv.disk(x, y, BALL_R, ball_rgb)
+    out.append(cv.to_uint8())
+  return np.concatenate(out, axis=0)
 
 
 def qa_candidates(facts: dict, rng: np.random.Generator):

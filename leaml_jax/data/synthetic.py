@@ -2,7 +2,7 @@
 
   synthetic_general    everyday scenes; the demo's base model is pre-trained here
   synthetic_endoscopy  GI-endoscopy look, Kvasir-VQA-like questions
-  synthetic_sports     4-frame clips tiled 2x2, SPORTU-like 4-option questions
+  synthetic_sports     4-frame clips (a strip of frames), SPORTU-like 4-option questions
 
 Every example is a dict
   {"id", "image": uint8 [H, W, 3], "qa": [{"question", "answer", "type",
@@ -173,7 +173,12 @@ def show_grid(domain: str, out: str, *, num: int = 12, split: str = "train", see
   draw = ImageDraw.Draw(sheet)
   for k, (ex, lines) in enumerate(zip(exs, lines_per)):
     x0, y0 = (k % cols) * tile_w + 8, (k // cols) * tile_h + 8
-    big = Image.fromarray(ex["image"]).resize((side, side), Image.NEAREST)
+    image = ex["image"]
+    if ex["facts"].get("num_frames", 1) > 1:  # a clip's frame strip: show the frames 2x2
+      from leaml_jax.data import frames  # pylint: disable=import-outside-toplevel
+      n = ex["facts"]["num_frames"]
+      image = frames.tile(frames.from_strip(image, n), frames.grid_side(n) * image.shape[1])
+    big = Image.fromarray(image).resize((side, side), Image.NEAREST)
     sheet.paste(big, (x0, y0))
     for j, line in enumerate(lines):
       draw.text((x0, y0 + side + 4 + 16 * j), line, fill="black", font=font)

@@ -65,9 +65,13 @@ class ViTConfig:
   mlp_dim: int
   num_heads: int
   norm_eps: float = 1e-6
+  # Tubelet length (ViViT): the patch embedding sees `frames` consecutive frames stacked along
+  # channels, so motion inside a patch is a local feature. 1 = still images (every HF family).
+  frames: int = 1
 
   def __post_init__(self):
     object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+    _check(self.frames >= 1, f"ViTConfig: frames must be >= 1, got {self.frames}")
     h, w = self.image_size
     _check(h % self.patch_size == 0 and w % self.patch_size == 0,
            f"ViTConfig: image_size {self.image_size} must be divisible by patch_size {self.patch_size}")

@@ -104,7 +104,20 @@ class VLM(nn.Module):
     return x, mask_ar.astype(jnp.int32), valid, positions, 0
 
   def _encode_images(self, image):
-    """[B,H,W,3] -> [B,N,D]; [B,n,H,W,3] -> [B,n*N,D] (each image encoded alone, tokens in order)."""
+    """[B,H,W,3] -> [B,N,D]; [B,n,H,W,3] -> [B,n*N,D] (each image encoded alone, tokens in order).
+
+    With a tubelet tower (cfg.vit.frames = T > 1) a [B,T,H,W,3] clip is one image whose frames
+    are stacked along channels ([B,H,W,3T], frame-major), and a still [B,H,W,3] image is the clip
+    of T equal frames."""
+    T = self.cfg.vit.frames
+    if T > 1:
+      if image.ndim == 4:
+        return self.img(jnp.tile(image, (1, 1, 1, T)))
+      if image.ndim != 5 or image.shape[1] != T:
+        raise ValueError(f"image {image.shape}: this tubelet tower takes clips [B, {T}, H, W, 3] "
+                         "or still images [B, H, W, 3]")
+      B, _, H, W, C = image.shape
+      return self.img(image.transpose(0, 2, 3, 1, 4).reshape(B, H, W, T * C))
     if image.ndim == 4:
       return self.img(image)
     if image.ndim != 5:

@@ -112,7 +112,7 @@ class Context:
       return hf.config(m.path, **self.model_options())
     size = self.config.data.image_size
     return presets.get(m.preset, lm=dict(vocab_size=self.tokenizer.vocab_size),
-                       vit=dict(image_size=(size, size)), **self.model_options())
+                       vit=dict(image_size=(size, size), frames=m.vit_frames), **self.model_options())
 
   def model_options(self) -> dict:
     """config.model's dtype / scan / remat / attention, as VLMConfig (and hf.load) take them."""
