@@ -40,8 +40,8 @@ def main(config, workdir: str) -> dict:
     raise ConfigError(f"--workdir={workdir}: remote workdirs are not supported yet; use a local "
                       f"path and copy the results (launch/tpu_vm.sh syncs to a bucket)")
   enable_compilation_cache()
-  if not config.progress:
-    os.environ["TQDM_DISABLE"] = "1"  # progress bars off (tqdm reads this)
+  from leaml_jax import metrics
+  metrics.SHOW_PROGRESS = bool(config.progress)
   if config.mesh.distributed:
     import jax
     jax.distributed.initialize()  # multi-host (TPU pods): every host runs the same command

@@ -7,6 +7,14 @@ import os
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
+
+SHOW_PROGRESS = True  # main sets it from config.progress
+
+
+def progress(iterable=None, **kwargs):
+  """tqdm bar (on the first process only), switched off with --config.progress=false."""
+  return tqdm(iterable, disable=not SHOW_PROGRESS or jax.process_index() != 0, **kwargs)
 
 
 class MetricWriter:

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from leaml_jax import sharding as shd
+from leaml_jax.metrics import progress
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,7 +129,7 @@ def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, che
   if start >= num_steps:
     return state, {}
   last_t, last_step, metrics = time.perf_counter(), start, {}
-  bar = tqdm(range(start, num_steps), desc=desc, initial=0, leave=False,
+  bar = progress(range(start, num_steps), desc=desc, initial=0, leave=False,
              disable=jax.process_index() != 0)
   for step in bar:
     host_batch = next(data_iter)

@@ -11,12 +11,11 @@ import os
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from leaml_jax import checkpoint, generate as gen_lib, lora, losses, neurons, optim, train
 from leaml_jax.data import pipeline, prompts, real, synthetic
 from leaml_jax.data.qa_common import mc_options
-from leaml_jax.metrics import MetricWriter
+from leaml_jax.metrics import MetricWriter, progress
 from leaml_jax.stages import captions as captions_stage, common, prepare
 
 
@@ -106,7 +105,7 @@ def run_relevance(ctx) -> None:
                              text_len=ctx.config.data.text_len, seed=0, drop_remainder=False)
   batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs]
   batches = batches or [next(iter(ds))]
-  scores = neurons.relevance(ctx.model, params, tqdm(batches, desc="relevance", leave=False),
+  scores = neurons.relevance(ctx.model, params, progress(batches, desc="relevance", leave=False),
                              score=c.score, mesh=ctx.mesh)
   os.makedirs(ctx.path("relevance"), exist_ok=True)
   np.savez(ctx.path("relevance", "scores.npz"), **scores)
@@ -174,7 +173,7 @@ def generate_texts(ctx, params, records, *, batch_size, max_new_tokens, temperat
   of the answer) and generation continues it. With `with_logprobs`: (texts, summed log-probs)."""
   tok = ctx.tokenizer
   out, scores = [], []
-  for start in tqdm(range(0, len(records), batch_size), desc=desc, leave=False):
+  for start in progress(range(0, len(records), batch_size), desc=desc, leave=False):
     chunk = records[start:start + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
     r = None if rng is None else jax.random.fold_in(rng, start)

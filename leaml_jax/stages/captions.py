@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 import os
 
-from tqdm.auto import tqdm
 
 from leaml_jax.config_lib import ConfigError
 from leaml_jax.errors import CheckpointError
+from leaml_jax.metrics import progress
 from leaml_jax.stages import common, prepare
 
 
@@ -49,7 +49,7 @@ def teacher_captions(ctx, pool: list[dict]) -> list[dict]:
   enc = hf_encode.HFEncoder(processor, text_len=_PROMPT_ROOM)
   tok, prompt = enc.tokenizer, prompts.caption_prompt(enc.family)
   rows, empty = [], 0
-  for start in tqdm(range(0, len(pool), c.batch_size), desc="teacher captions", leave=False):
+  for start in progress(range(0, len(pool), c.batch_size), desc="teacher captions", leave=False):
     chunk = pool[start:start + c.batch_size]
     padded = chunk + [chunk[-1]] * (c.batch_size - len(chunk))
     batch = pipeline.prompt_batch([{"image": ex["image"], "prompt": prompt, "id": ex["id"]} for ex in padded],
