@@ -14,7 +14,8 @@ SHOW_PROGRESS = True  # main sets it from config.progress
 
 def progress(iterable=None, **kwargs):
   """tqdm bar (on the first process only), switched off with --config.progress=false."""
-  return tqdm(iterable, disable=not SHOW_PROGRESS or jax.process_index() != 0, **kwargs)
+  off = kwargs.pop("disable", False) or not SHOW_PROGRESS or jax.process_index() != 0
+  return tqdm(iterable, disable=off, **kwargs)
 
 
 class MetricWriter:

@@ -129,8 +129,7 @@ def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, che
   if start >= num_steps:
     return state, {}
   last_t, last_step, metrics = time.perf_counter(), start, {}
-  bar = progress(range(start, num_steps), desc=desc, initial=0, leave=False,
-             disable=jax.process_index() != 0)
+  bar = progress(range(start, num_steps), desc=desc, initial=0, leave=False)
   for step in bar:
     host_batch = next(data_iter)
     if host_batch_fn is not None:
