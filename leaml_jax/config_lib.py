@@ -51,9 +51,6 @@ def validate(c) -> None:
   if vf < 1:
     errs.append(f"config.model.vit_frames={vf} must be >= 1")
   elif vf > 1:
-    if c.model.path:
-      errs.append(f"config.model.vit_frames={vf}: tubelet towers are for the tiny model; a HF "
-                  "family (config.model.path) takes clips as image blocks: set it to 1")
     if c.data.frames != "blocks":
       errs.append(f"config.model.vit_frames={vf} needs clips as frames: set config.data.frames=blocks")
     n = 4 if c.data.source == "synthetic" else c.data.num_frames

@@ -46,7 +46,8 @@ def base_config() -> ConfigDict:
   c.model = ConfigDict(dict(
       preset="tiny", path="",        # path: local HF checkpoint dir (real families)
       dtype="float32", param_dtype="float32", scan=True, remat="none", attention="auto",
-      vit_frames=1,                  # tiny model: tubelet length (frames per patch) for clips; 1 = stills
+      vit_frames=1,                  # tiny presets: tubelet length (frames per patch) for clips;
+                                     # 1 = stills. HF families (path) take clips as image blocks.
   ))
 
   # Stage `base`: demo pre-training on the general domain (skipped when model.path is set).

@@ -29,7 +29,7 @@ NEURON_AXIS = {"gate_proj/kernel": -1, "up_proj/kernel": -1, "down_proj/kernel":
                "fc1/kernel": -1, "fc1/bias": -1, "fc2/kernel": -2}
 
 
-def _position_weights(mask_loss_BL, T: int):
+def _position_weights(mask_loss_BL, T: int, vit: bool = False):
   """Weight of each of the T positions of a hidden state: positions that predict an answer token.
 
   The LM sees [image tokens, text]; logits at text position t predict text[t+1], so position t
@@ -37,7 +37,7 @@ def _position_weights(mask_loss_BL, T: int):
   """
   B, L = mask_loss_BL.shape
   predicting = jnp.concatenate([mask_loss_BL[:, 1:], jnp.zeros((B, 1), mask_loss_BL.dtype)], 1)
-  if T >= L:
+  if not vit and T >= L:
     return jnp.concatenate([jnp.zeros((B, T - L)), predicting.astype(jnp.float32)], axis=1)
   return jnp.ones((B, T)) * (mask_loss_BL.sum(1, keepdims=True) > 0)
 
@@ -70,9 +70,13 @@ def make_relevance_fn(model, score: str):
     out = {}
     for path, h_x in h.items():
       h_x = h_x[0] if isinstance(h_x, tuple) else h_x  # sow stores a tuple
+      g_x = g[path]
+      B = batch["mask_loss"].shape[0]
+      if h_x.shape[-3] != B:  # a ViT over n image blocks per row: [.., B*n, N, F] -> [.., B, n*N, F]
+        h_x, g_x = (x.reshape(*x.shape[:-3], B, -1, x.shape[-1]) for x in (h_x, g_x))
       T = h_x.shape[-2]
-      w_BT = _position_weights(batch["mask_loss"], T)
-      val = jnp.abs(h_x * g[path]) if score == "taylor" else jnp.abs(h_x)
+      w_BT = _position_weights(batch["mask_loss"], T, vit=path.startswith("img"))
+      val = jnp.abs(h_x * g_x) if score == "taylor" else jnp.abs(h_x)
       val = val.astype(jnp.float32)
       out[path] = (jnp.einsum("...btf,bt->...f", val, w_BT), w_BT.sum())
     return out

@@ -191,7 +191,8 @@ def _config(directory, **overrides):
            "pseudo_qa.samples_per_image": "1", "pseudo_qa.max_new_tokens": "8", "pseudo_qa.batch_size": "8",
            "eval.batch_size": "4", "eval.max_new_tokens": "4", "baselines.methods": "zero_shot",
            "stages": "prepare,base,captions,relevance,qa_generator,pseudo_qa,vqa,evaluate",
-           "mesh.num_devices": "2", "progress": "False"}
+           "mesh.num_devices": "2", "progress": "False",
+           "data.frames": "tile", "model.vit_frames": "1"}  # clips as one still image (the reference's input)
   small.update(overrides)
   for k, v in small.items():
     config_lib.apply_override(cfg, k, v)
