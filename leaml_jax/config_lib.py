@@ -53,10 +53,14 @@ def validate(c) -> None:
   elif vf > 1:
     if c.data.frames != "blocks":
       errs.append(f"config.model.vit_frames={vf} needs clips as frames: set config.data.frames=blocks")
-    n = 4 if c.data.source == "synthetic" else c.data.num_frames
-    if c.data.domain == "synthetic_sports" or c.data.source != "synthetic":
-      if n != vf:
-        errs.append(f"config.model.vit_frames={vf} must equal the clips' frame count {n}")
+    if c.data.source != "synthetic":
+      clip_frames = c.data.num_frames
+    elif c.data.domain == "synthetic_sports":
+      from leaml_jax.data.synth_sports import NUM_FRAMES as clip_frames
+    else:
+      clip_frames = vf  # still images: the tower repeats them
+    if clip_frames != vf:
+      errs.append(f"config.model.vit_frames={vf} must equal the clips' frame count {clip_frames}")
   if not 0.0 <= c.pseudo_qa.min_confidence <= 1.0:
     errs.append(f"config.pseudo_qa.min_confidence={c.pseudo_qa.min_confidence} must be in [0, 1]")
   if not 0.0 <= c.vqa.pseudo_weight < 1.0:
