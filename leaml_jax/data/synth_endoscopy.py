@@ -17,15 +17,18 @@ CATEGORIES = ("normal", "polyp", "inflammation", "instrument")
 CATEGORY_P = (0.15, 0.35, 0.2, 0.3)  # roughly balances the yes/no and count answers
 PROCEDURES = ("colonoscopy", "gastroscopy")
 LESION_KINDS = ("polyp", "ulcer", "inflammation")
+# Each kind has its own colours, so at 32 px a finding's kind is visible from its colour as well
+# as its shape (polyp and inflammation both red made "Is there a polyp?" unlearnable: 42% at
+# 100% labels).
 LESION_COLORS = {"polyp": ("red", "pink"), "ulcer": ("white", "yellow"),
-                 "inflammation": ("red", "purple")}
-COLORS = ("pink", "purple", "red", "white", "yellow")
+                 "inflammation": ("purple", "blue")}
+COLORS = ("blue", "pink", "purple", "red", "white", "yellow")
 POLYP_SIZES = ("<5mm", "5-10mm", "11-20mm")
 POLYP_RADIUS = {"<5mm": 0.075, "5-10mm": 0.11, "11-20mm": 0.155}
 LESION_RGB = {("polyp", "red"): (175, 25, 40), ("polyp", "pink"): (255, 175, 215),
               ("ulcer", "white"): (250, 250, 240), ("ulcer", "yellow"): (245, 215, 60),
-              ("inflammation", "red"): (150, 10, 20),
-              ("inflammation", "purple"): (110, 35, 120)}
+              ("inflammation", "purple"): (120, 30, 130),
+              ("inflammation", "blue"): (55, 60, 165)}
 TISSUE_RGB = {"colonoscopy": (225, 125, 115), "gastroscopy": (215, 100, 60)}
 
 TEMPLATES = (
