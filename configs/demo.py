@@ -30,8 +30,9 @@ def get_config(arg: str = ""):
     c.name = "demo_quick"
     c.data.num_train, c.data.num_test = 600, 100
     c.base.num_images = 1200
+    # A smoke run for CI (<= 3 min): every stage and method, too few steps to learn much.
+    c.base.steps, c.qa_generator.steps, c.vqa.steps = 60, 40, 40
     for t in (c.base, c.qa_generator, c.vqa):
-      t.steps = max(t.steps // 4, 20)
       t.warmup_steps = 5
     c.ablations = ()
   return c
