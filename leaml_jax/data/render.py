@@ -22,7 +22,6 @@ PALETTE = {
 
 
 @functools.lru_cache(maxsize=16)
-@functools.lru_cache(maxsize=16)
 def _grid(h: int, w: int):
   """Pixel-centre coordinates of an h x w canvas, normalised to [0, 1] (shared, read-only)."""
   yy_HW, xx_HW = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w,

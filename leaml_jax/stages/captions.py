@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 
-
 from leaml_jax.config_lib import ConfigError
 from leaml_jax.errors import CheckpointError
 from leaml_jax.metrics import progress
