@@ -10,9 +10,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-
-class CheckpointError(RuntimeError):
-  """Missing or mismatched checkpoint (the message says which directory and what to do)."""
+from leaml_jax.errors import CheckpointError
 
 
 class Checkpointer:

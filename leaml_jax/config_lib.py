@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 from leaml_jax.defaults import ALL_STAGES
-
-
-class ConfigError(ValueError):
-  pass
+from leaml_jax.errors import ConfigError
 
 
 def _train_sections(c):

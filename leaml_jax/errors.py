@@ -1,8 +1,26 @@
-"""Errors a user can act on: caught at the command line and printed without a traceback."""
-from leaml_jax.checkpoint import CheckpointError
-from leaml_jax.config_lib import ConfigError
-from leaml_jax.data.errors import DataError
-from leaml_jax.train import NonFiniteLossError
+"""Errors a user can act on: caught at the command line and printed without a traceback.
+
+Defined here, importing nothing from the package, so any module can raise them."""
+
+
+class ConfigError(ValueError):
+  """A config value or command-line argument the run cannot use."""
+
+
+class DataError(ValueError):
+  """A source example or record is unusable (names the example id)."""
+
+  def __init__(self, example_id, problem: str):
+    self.example_id = example_id
+    super().__init__(f"example {example_id!r}: {problem}")
+
+
+class CheckpointError(RuntimeError):
+  """Missing or mismatched checkpoint (the message says which directory and what to do)."""
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/Inf loss or gradient; the last checkpoint holds the last good state."""
 
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError)

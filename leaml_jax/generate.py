@@ -21,6 +21,8 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
+from leaml_jax.data import pipeline
+from leaml_jax.metrics import progress
 from leaml_jax.models.vlm import VLM
 
 BATCH_KEYS = ("image", "text", "mask_ar", "mask_input")
@@ -169,3 +171,24 @@ def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: in
   if return_logprobs:
     return tokens, np.asarray(jax.device_get(logprobs), np.float32)
   return tokens
+
+
+def generate_texts(model: VLM, params, records, *, encoder, batch_size: int, max_new_tokens: int,
+                   temperature: float = 0.0, top_p: float = 1.0, rng=None, desc: str = "generate"):
+  """Texts for records {"image", "prompt", "forced"?, "id"?} in fixed-shape batches (the last one
+  padded with copies of its last record), laid out by `encoder` (data.pipeline.prompt_batch: a
+  `forced` text is written as the answer's start and generation continues it).
+  -> (texts, each text's summed log-probability as in `generate`)."""
+  tok = encoder.tokenizer
+  texts, logprobs = [], []
+  for start in progress(range(0, len(records), batch_size), desc=desc, leave=False):
+    chunk = records[start:start + batch_size]
+    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    batch = pipeline.prompt_batch(padded, encoder, encoder.text_len)
+    tokens, lp = generate(model, params, batch, max_new_tokens=max_new_tokens, eos_id=tok.eos_id,
+                          pad_id=tok.pad_id, temperature=temperature, top_p=top_p,
+                          rng=None if rng is None else jax.random.fold_in(rng, start),
+                          return_logprobs=True)
+    texts += [tok.decode(list(t)) for t in tokens[:len(chunk)]]
+    logprobs += [float(x) for x in lp[:len(chunk)]]
+  return texts, logprobs

@@ -7,8 +7,8 @@ A stage whose outputs are complete is skipped (rerun = resume); `--config.force=
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import sys
 import time
 
@@ -52,21 +52,36 @@ def main(config, workdir: str) -> dict:
                       f"available: {list(registry)}")
   os.makedirs(os.path.join(workdir, "status"), exist_ok=True)
   force = set(str(config.force).split(",")) - {""}
-  from leaml_jax.stages import common
-  ctx = common.Context(config, workdir)
+  from leaml_jax.stages import artifacts, context
+  ctx = context.Context(config, workdir)
   timings = {}
   for name in config.stages:
     marker = os.path.join(workdir, "status", f"{name}.json")
-    if os.path.exists(marker) and not ({name, "all"} & force):
+    if {name, "all"} & force:
+      clear_outputs(workdir, [marker] + registry[name].outputs(ctx))
+    elif os.path.exists(marker):
       print(f"[leaml] {name}: outputs complete, skipped (--config.force={name} redoes it)")
       continue
     print(f"[leaml] {name}: running", flush=True)
     t0 = time.perf_counter()
-    registry[name](ctx)
+    registry[name].run(ctx)
     timings[name] = time.perf_counter() - t0
-    common.write_json(marker, {"stage": name, "seconds": timings[name], "finished": time.time()})
+    artifacts.write_json(marker, {"stage": name, "seconds": timings[name], "finished": time.time()})
     print(f"[leaml] {name}: done in {timings[name]:.1f}s", flush=True)
   return timings
+
+
+def clear_outputs(workdir: str, paths) -> None:
+  """A forced stage starts from scratch: its finished outputs and checkpoints go first."""
+  import jax
+  if jax.process_index() != 0:
+    return
+  for p in paths:
+    p = os.path.join(workdir, p)
+    if os.path.isdir(p):
+      shutil.rmtree(p)
+    elif os.path.exists(p):
+      os.remove(p)
 
 
 def parse_argv(argv):

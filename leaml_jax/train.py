@@ -18,12 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from leaml_jax import sharding as shd
+from leaml_jax import checkpoint, optim, sharding as shd
+from leaml_jax.errors import NonFiniteLossError
 from leaml_jax.metrics import progress
-
-
-class NonFiniteLossError(RuntimeError):
-  pass
 
 
 @flax.struct.dataclass
@@ -179,3 +176,42 @@ def model_flops_per_example(cfg, text_len: int) -> float:
   flops += 12 * lm.depth * t_lm ** 2 * lm.num_heads * lm.head_dim
   return float(flops)
 
+
+
+# ----------------------------------------------------------------------------- harness
+class ZipIterator:
+  """{name: next(it)} over several data iterators, with one checkpointable joint position
+  (the QA generator draws a labelled-QA batch and a caption batch each step)."""
+
+  def __init__(self, **iters):
+    self.iters = iters
+
+  def __next__(self):
+    return {k: next(it) for k, it in self.iters.items()}
+
+  def get_state(self):
+    return {k: it.get_state() for k, it in self.iters.items()}
+
+  def set_state(self, state):
+    for k, it in self.iters.items():
+      it.set_state(state[k])
+
+
+def finetune(*, params, tcfg, loss_fn, data_iter, mesh, rng, checkpointer, writer=None,
+             mask_tree=None, flops_per_step: float = 0.0, tokens_per_step: int = 0,
+             desc: str = "train"):
+  """Every training run: the optimizer from `tcfg` (steps, lr, trainable rules, ...), the one
+  jitted train step, resumed from `checkpointer`'s latest step (model, optimizer and data
+  position), trained to tcfg.steps. -> the trained params."""
+  tx = optim.make_optimizer(tcfg, params, mask_tree)
+  state, shardings = create_state(params, tx, mesh)
+  if checkpointer.latest_step() is not None:
+    state, data_state = checkpointer.restore(checkpoint.abstract_like(state))
+    if data_state is not None:
+      data_iter.set_state(data_state)
+    print(f"[leaml] {desc}: resumed at step {int(state.step)}")
+  step_fn = jit_train_step(make_train_step(loss_fn, tx, grad_accum=tcfg.grad_accum), shardings, mesh)
+  state, _ = fit(state=state, step_fn=step_fn, data_iter=data_iter, num_steps=tcfg.steps, rng=rng,
+                 mesh=mesh, checkpointer=checkpointer, writer=writer, log_every=tcfg.log_every,
+                 flops_per_step=flops_per_step, tokens_per_step=tokens_per_step, desc=desc)
+  return state.params

@@ -22,7 +22,7 @@ from transformers import (PaliGemmaConfig, PaliGemmaForConditionalGeneration, Pa
 from leaml_jax import config_lib, losses, main
 from leaml_jax.data import pipeline, tokenizer
 from leaml_jax.models import hf
-from leaml_jax.stages import common
+from leaml_jax.stages import artifacts, context
 from tests.test_hf import VISION, family, randomise, words
 
 TOL = 1e-4
@@ -211,7 +211,7 @@ def model_path_run(tmp_path_factory):
 def test_model_path_run_imports_base_and_adapts_it(model_path_run):
   directory, cfg, workdir, timings = model_path_run
   assert list(timings) == list(cfg.stages)
-  ctx = common.Context(cfg, workdir)
+  ctx = context.Context(cfg, workdir)
   _, params, _ = hf.load(directory, dtype="float32")
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, ctx.load_params("base")),
                jax.tree.map(np.asarray, params))  # base/params is the checkpoint, not a pre-trained tiny model
@@ -229,9 +229,8 @@ def test_model_path_run_imports_base_and_adapts_it(model_path_run):
 def test_teacher_captions_are_transformers_greedy_captions(model_path_run):
   directory, cfg, workdir, _ = model_path_run
   rows = [json.loads(line) for line in open(os.path.join(workdir, "data", "captions.jsonl"))]
-  ctx = common.Context(cfg, workdir)
-  from leaml_jax.stages import prepare
-  pool = prepare.examples(ctx, "unlabeled")
+  ctx = context.Context(cfg, workdir)
+  pool = artifacts.examples(ctx, "unlabeled")
   assert [r["image_id"] for r in rows] == [ex["id"] for ex in pool]
   ref_model, processor = reference(directory)
   inputs = processor(images=[ex["image"] for ex in pool], text=["<image>caption en"] * len(pool), return_tensors="pt")

@@ -3,8 +3,10 @@ import json
 import os
 
 import jax
+import numpy as np
 
 from leaml_jax import config_lib, main
+from leaml_jax.stages import context
 
 
 def _quick_config(**overrides):
@@ -19,9 +21,13 @@ def _quick_config(**overrides):
   return cfg
 
 
-def test_quick_pipeline_writes_valid_report(tmp_path):
+def test_quick_pipeline_writes_valid_report(tmp_path, monkeypatch, capsys):
   workdir = str(tmp_path / "run")
   cfg = _quick_config()
+  purposes = set()
+  original_rng = context.Context.rng
+  monkeypatch.setattr(context.Context, "rng",
+                      lambda self, purpose: purposes.add(purpose) or original_rng(self, purpose))
   timings = main.main(cfg, workdir)
   assert list(timings) == list(cfg.stages)
   rep = json.load(open(os.path.join(workdir, "report.json")))
@@ -47,8 +53,39 @@ def test_quick_pipeline_writes_valid_report(tmp_path):
   splits = json.load(open(os.path.join(workdir, "data", "splits.json")))
   assert not set(splits["labeled"]) & set(splits["test"])
   assert not set(splits["labeled"]) & set(splits["unlabeled"])
+  # Every random stream the run drew is its own: distinct purposes, distinct keys.
+  assert {"base", "base/init", "qa_generator", "qa_generator/qa", "qa_generator/distill",
+          "vqa/labeled", "baselines/finetune", "baselines/lora"} <= purposes
+  ctx = context.Context(cfg, workdir)
+  keys = {p: tuple(np.asarray(jax.random.key_data(original_rng(ctx, p))).ravel()) for p in purposes}
+  assert len(set(keys.values())) == len(keys), keys
   # A rerun finds every output complete and runs nothing.
   assert main.main(cfg, workdir) == {}
+  # A forced stage redoes its work from scratch: no old outputs, no restored checkpoint.
+  capsys.readouterr()
+  eval_path = os.path.join(workdir, "eval", "leaml.json")
+  json.dump({"stale": True}, open(eval_path, "w"))
+  open(os.path.join(workdir, "vqa", "stale"), "w").close()
+  cfg.unlock()
+  cfg.force = "vqa,evaluate"
+  assert list(main.main(cfg, workdir)) == ["vqa", "evaluate"]
+  assert "resumed" not in capsys.readouterr().out
+  assert not os.path.exists(os.path.join(workdir, "vqa", "stale"))
+  assert "stale" not in json.load(open(eval_path)) and "accuracy" in json.load(open(eval_path))
+
+
+def test_every_purpose_gets_its_own_random_stream():
+  """Purposes that share a prefix (the old key read only the first bytes) still differ."""
+  cfg = _quick_config()
+  ctx = context.Context(cfg, "/nonexistent")
+  purposes = ["base", "base/init", "base/data", "baselines/finetune", "baselines/finetune/data",
+              "baselines/lora", "baselines/lora/init", "qa_generator", "qa_generator/qa",
+              "qa_generator/distill", "vqa", "vqa/labeled", "vqa/pseudo", "pseudo_qa/sample",
+              "ablations/no_mask/qa_generator", "ablations/random_mask/qa_generator",
+              "ablations/no_distill/vqa/labeled", "ablations/no_distill/vqa/pseudo"]
+  keys = {tuple(np.asarray(jax.random.key_data(ctx.rng(p))).ravel()) for p in purposes}
+  seeds = {ctx.seed(p) for p in purposes}
+  assert len(keys) == len(purposes) and len(seeds) == len(purposes)
 
 
 def test_forced_answer_start_is_laid_out_as_in_training():

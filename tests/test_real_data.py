@@ -404,12 +404,12 @@ def test_kvasir_pipeline_prepare_to_evaluate(tmp_path, kvasir_built):
 @pytest.mark.parametrize("mode,shape", [("tile", (SIZE, SIZE, 3)),
                                         ("blocks", (4, SIZE, SIZE, 3))])
 def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape):
-  from leaml_jax.stages import common, prepare  # pylint: disable=import-outside-toplevel
+  from leaml_jax.stages import artifacts, context  # pylint: disable=import-outside-toplevel
   cfg = _tiny("sports", sportu_files, "", stages="prepare", **{"data.frames": mode})
   workdir = tmp_path / "run"
   main.main(cfg, str(workdir))
-  ctx = common.Context(cfg, str(workdir))
-  exs = prepare.examples(ctx, "labeled") + prepare.examples(ctx, "test")
+  ctx = context.Context(cfg, str(workdir))
+  exs = artifacts.examples(ctx, "labeled") + artifacts.examples(ctx, "test")
   assert exs and all(ex["image"].shape == shape and ex["image"].dtype == np.uint8 for ex in exs)
   if mode == "tile":  # frame k of the clip (grey 20 * {1, 3, 6, 8}[k]) in grid cell k of 2x2
     tl, br = exs[0]["image"][:SIZE // 2, :SIZE // 2], exs[0]["image"][SIZE // 2:, SIZE // 2:]

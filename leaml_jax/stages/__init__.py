@@ -1,15 +1,9 @@
-"""Stage registry: name -> run(ctx). Order and contracts: shared/DESIGN.md §2."""
-from leaml_jax.stages import adapt, base, captions, evaluate, prepare, report
+"""The stages, in pipeline order: name -> module with `run(ctx)` and `outputs(ctx)` (the paths,
+relative to the workdir, that the stage writes and that --config.force clears first).
+Contracts: shared/DESIGN.md §2. No stage imports another; shared pieces live in `context`
+(the run context, the methods) and `artifacts` (atomic files, splits, examples, captions)."""
+from leaml_jax.stages import (base, baselines, captions, evaluate, prepare, pseudo_qa, qa_generator,
+                              relevance, report, vqa)
 
-REGISTRY = {
-    "prepare": prepare.run,
-    "base": base.run,
-    "captions": captions.run,
-    "relevance": adapt.run_relevance,
-    "qa_generator": adapt.run_qa_generator,
-    "pseudo_qa": adapt.run_pseudo_qa,
-    "vqa": adapt.run_vqa,
-    "baselines": adapt.run_baselines,
-    "evaluate": evaluate.run,
-    "report": report.run,
-}
+REGISTRY = {m.__name__.rsplit(".", 1)[-1]: m for m in (
+    prepare, base, captions, relevance, qa_generator, pseudo_qa, vqa, baselines, evaluate, report)}

@@ -1,24 +1,29 @@
-"""Stage `base`: the base VLM -> base/params (orbax)."""
+"""Stage `base`: the base VLM -> base/params (orbax).
+
+Imports config.model.path (a HF checkpoint, straight into the mesh's shardings), or (demo)
+pre-trains the tiny model on the general domain: VQA, captions and QA writing.
+"""
 from __future__ import annotations
 
 from leaml_jax.data import pipeline
 from leaml_jax.errors import CheckpointError
-from leaml_jax.stages import adapt, prepare
+from leaml_jax.stages import artifacts
+
+
+def outputs(ctx) -> list[str]:
+  return ["base"]
 
 
 def run(ctx) -> None:
-  """The base VLM: import config.model.path (a HF checkpoint), or (demo) pre-train the tiny
-  model on the general domain (VQA, captions, QA-gen)."""
   c = ctx.config
   if c.model.path:
     ctx.save_params("base", import_checkpoint(ctx))
     return
-  exs = prepare.examples(ctx, "general")
+  exs = artifacts.examples(ctx, "general")
   records = (pipeline.vqa_records(exs) + pipeline.caption_records(exs, key="gt_caption")
              + pipeline.qa_gen_records(exs))
-  params = adapt.lm_finetune(ctx, "base", params=ctx.init_params(ctx.rng("init")), tcfg=c.base,
-                             records=records)
-  ctx.save_params("base", params)
+  ctx.finetune("base", params=ctx.init_params(ctx.rng("base/init")), tcfg=c.base,
+               data_iter=iter(ctx.dataset(records, c.base.batch_size, "base/data")))
 
 
 def import_checkpoint(ctx):

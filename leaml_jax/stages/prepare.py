@@ -1,12 +1,10 @@
-"""Stage `prepare`: datasets, tokenizer, labelled split by image.
-
-Artifacts: data/tfds/ (ArrayRecord), data/tokenizer.json, data/splits.json.
+"""Stage `prepare`: datasets, tokenizer, labelled split by image -> data/.
 
 config.data.source picks the target dataset: `synthetic` (the domain config.data.domain,
-generated here) or a real dataset built from the files under config.data.path
-(`kvasir_vqa`, `sportu_video`: leaml_jax/data/real.py). Its train images are split into a
-labelled subset (config.data.label_fraction, seeded by config.seed) and the unlabelled pool;
-its test split is fixed by the dataset build. All three are lists of image ids.
+generated here) or a real dataset built from the files under config.data.path (the dataset
+registry knows each one). Its train images are split into a labelled subset
+(config.data.label_fraction, seeded by config.seed) and the unlabelled pool; its test split is
+fixed by the dataset build. All three are lists of image ids in data/splits.json.
 """
 from __future__ import annotations
 
@@ -14,10 +12,14 @@ import os
 
 import numpy as np
 
-from leaml_jax.data import builders, frames, pipeline, prompts, real, tokenizer as tok_lib
-from leaml_jax.stages import common
+from leaml_jax.data import builders, pipeline, prompts, real, tokenizer as tok_lib
+from leaml_jax.stages import artifacts
 
 DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and trains models
+
+
+def outputs(ctx) -> list[str]:
+  return ["data/tfds", "data/splits.json", "data/tokenizer.json"]
 
 
 def run(ctx) -> None:
@@ -42,12 +44,11 @@ def run(ctx) -> None:
   rng = np.random.default_rng(c.seed)
   n_lab = max(1, int(round(c.data.label_fraction * len(train_ids))))
   order = rng.permutation(len(train_ids))
-  labeled = sorted(train_ids[i] for i in order[:n_lab])
-  unlabeled = sorted(train_ids[i] for i in order[n_lab:])
-  common.write_json(ctx.path("data", "splits.json"), {
+  artifacts.write_json(ctx.path("data", "splits.json"), {
       "dataset": dataset, "source": c.data.source, "target_dir": target, "general_dir": general,
       "label_fraction": c.data.label_fraction, "seed": c.seed,
-      "labeled": labeled, "unlabeled": unlabeled, "test": test_ids})
+      "labeled": sorted(train_ids[i] for i in order[:n_lab]),
+      "unlabeled": sorted(train_ids[i] for i in order[n_lab:]), "test": test_ids})
   write_tokenizer(ctx)
 
 
@@ -56,9 +57,8 @@ def write_tokenizer(ctx) -> None:
 
   Synthetic: the demo tokenizer of the three synthetic worlds. Real datasets: a BPE trained on
   the text this run may learn from: the labelled QA (as the exact prompts/targets the model is
-  trained on) and the teacher captions file, never unlabelled or test answers.
-  With config.model.path set nothing is written: the checkpoint brings its own tokenizer
-  (models.hf; Context.tokenizer is the hook that must read it from there)."""
+  trained on) and the teacher captions file, never unlabelled or test answers. With
+  config.model.path set nothing is written: the checkpoint brings its own tokenizer."""
   c = ctx.config
   path = ctx.path("data", "tokenizer.json")
   if c.model.path:
@@ -66,48 +66,11 @@ def write_tokenizer(ctx) -> None:
   if c.data.source == "synthetic":
     tok_lib.synthetic_tokenizer(path, vocab_size=c.data.vocab_size)
     return
-  exs = examples(ctx, "labeled")
+  exs = artifacts.examples(ctx, "labeled")
   texts = [prompts.caption_prompt(), prompts.qa_gen_prompt()]
   for r in pipeline.vqa_records(exs, mc_target=c.data.mc_answer) + pipeline.qa_gen_records(exs):
     texts += [r["prompt"], r["target"]]
   if c.captions.path and os.path.exists(c.captions.path):
-    texts += [str(r.get("caption", "")) for r in common.read_jsonl(c.captions.path)
+    texts += [str(r.get("caption", "")) for r in artifacts.read_jsonl(c.captions.path)
               if isinstance(r, dict)]
   tok_lib.train_tokenizer(texts, path, vocab_size=c.data.vocab_size)
-
-
-def _all(source) -> list[dict]:
-  return [source[i] for i in range(len(source))]
-
-
-def splits(ctx) -> dict:
-  path = ctx.path("data", "splits.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} missing: run the `prepare` stage first")
-  return common.read_json(path)
-
-
-def model_view(ex: dict, data_cfg) -> dict:
-  """A real dataset's example as the model sees it: a clip's stored frame strip becomes one
-  tiled image or [N, H, W, 3] blocks (config.data.frames), at config.data.image_size."""
-  facts = ex.get("facts")
-  if not isinstance(facts, dict) or "num_frames" not in facts:
-    return ex  # synthetic: already the model's image
-  image = frames.arrange(ex["image"], int(facts["num_frames"]), data_cfg.frames,
-                         data_cfg.image_size)
-  return {**ex, "image": image}
-
-
-def examples(ctx, which: str) -> list[dict]:
-  """Decoded examples of one pool: labeled | unlabeled | test | general."""
-  s = splits(ctx)
-  if which == "general":
-    return _all(builders.load_source(s["general_dir"], "train"))
-  split = "test" if which == "test" else "train"
-  wanted = set(s[which])
-  cached = getattr(ctx, "_examples_cache", {})
-  if split not in cached:
-    cached[split] = [model_view(ex, ctx.config.data)
-                     for ex in _all(builders.load_source(s["target_dir"], split))]
-    ctx._examples_cache = cached
-  return [ex for ex in cached[split] if ex["id"] in wanted]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from leaml_jax.stages import common, evaluate, prepare
+from leaml_jax.stages import artifacts, context
 
 _LABELS = {"zero_shot": "zero-shot (base)", "finetune": "full fine-tune (labelled only)",
            "lora": "LoRA (labelled only)", "leaml": "LEAML",
@@ -11,24 +11,28 @@ _LABELS = {"zero_shot": "zero-shot (base)", "finetune": "full fine-tune (labelle
            "leaml_no_distill": "LEAML w/o caption distillation"}
 
 
+def outputs(ctx) -> list[str]:
+  return ["report.json", "report.md", "plots"]
+
+
 def build_report(ctx) -> dict:
   c = ctx.config
-  s = prepare.splits(ctx)
+  s = artifacts.splits(ctx)
   methods = {}
-  for m in evaluate.methods(ctx):
+  for m in context.methods(c):
     path = ctx.path("eval", f"{m}.json")
     if os.path.exists(path):
-      r = common.read_json(path)
+      r = artifacts.read_json(path)
       methods[m] = {k: r[k] for k in ("accuracy", "n", "per_category", "per_difficulty", "per_type",
                                       "bleu", "rouge_l") if k in r}
   stats_path = ctx.path("pseudo_qa_stats.json")
-  pq = common.read_json(stats_path) if os.path.exists(stats_path) else {}
-  labeled = prepare.examples(ctx, "labeled")
+  pq = artifacts.read_json(stats_path) if os.path.exists(stats_path) else {}
+  labeled = artifacts.examples(ctx, "labeled")
   timings = {}
   for stage in c.stages:
     p = ctx.path("status", f"{stage}.json")
     if os.path.exists(p):
-      timings[stage] = round(common.read_json(p)["seconds"], 2)
+      timings[stage] = round(artifacts.read_json(p)["seconds"], 2)
   rel = ctx.path("relevance", "stats.json")
   return {
       "dataset": s["dataset"], "label_fraction": s["label_fraction"], "seed": s["seed"],
@@ -38,7 +42,7 @@ def build_report(ctx) -> dict:
       "methods": methods,
       "pseudo_qa": {"generated": pq.get("generated", 0), "kept": pq.get("kept", 0),
                     "dropped": pq.get("dropped", {})},
-      "neurons": ({k: v for k, v in common.read_json(rel).items() if k != "layers"}
+      "neurons": ({k: v for k, v in artifacts.read_json(rel).items() if k != "layers"}
                   if os.path.exists(rel) else {}),
       "timings_s": timings,
   }
@@ -119,8 +123,8 @@ def plots(rep: dict, out_dir: str) -> None:
 def run(ctx) -> None:
   rep = build_report(ctx)
   # The report stage's own time is not known yet; main records it in status/report.json.
-  common.write_json(ctx.path("report.json"), rep)
+  artifacts.write_json(ctx.path("report.json"), rep)
   plots(rep, ctx.path("plots"))
-  common._atomic_write(ctx.path("report.md"), lambda f: f.write(markdown(rep)))
+  artifacts.atomic_write(ctx.path("report.md"), lambda f: f.write(markdown(rep)))
   for m, r in rep["methods"].items():
     print(f"  {_LABELS.get(m, m):34s} {100 * r['accuracy']:5.1f}%")
