@@ -12,7 +12,7 @@ import pytest
 from leaml_jax.models import presets
 from leaml_jax.models.vlm import VLM, count_params, dummy_inputs, prefix_lm_mask
 
-FAMILIES = ["tiny", "tiny_gemma2", "tiny_llama", "tiny_qwen2"]
+TINY_PRESETS = ["tiny", "tiny_gemma2", "tiny_llama", "tiny_qwen2"]
 
 
 GEMMA2_WINDOW = dict(lm=dict(sliding_window=5))  # shorter than every test sequence
@@ -182,7 +182,7 @@ def test_scan_and_unrolled_layers_agree():
 
 # ----------------------------------------------------------------------------- KV cache
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", TINY_PRESETS)
 def test_kv_cache_matches_full_forward(name):
   model, cfg, params = make(name)
   rng = np.random.default_rng(2)
