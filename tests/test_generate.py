@@ -9,7 +9,7 @@ import pytest
 from leaml_jax import generate as gen
 from leaml_jax import sharding as shd
 from leaml_jax.models.vlm import dummy_inputs
-from tests.test_models import forward_fn, make
+from tests.helpers import forward_fn, make, make_uncached
 
 M = 10           # new tokens
 LENGTHS = [5, 3]  # real prompt length per row; prompts right-padded to 6
@@ -131,7 +131,7 @@ def test_bad_arguments_fail_loudly():
 
 
 def test_several_images_per_row_greedy_equals_teacher_forced_argmax():
-  """image [B,n,H,W,3] (n image-token blocks in the prefix): the cache holds all n*N prefix tokens."""
+  """image [B,I,height,width,3] (I image-token blocks in the prefix): the cache holds all I·P prefix tokens."""
   model, cfg, params, batch, greedy = setup()
   frames = np.stack([batch["image"], -batch["image"]], axis=1)
   two = {**batch, "image": frames}
@@ -164,8 +164,7 @@ def test_logprobs_are_the_teacher_forced_log_probabilities_of_the_emitted_tokens
 
 
 def test_tubelet_clip_greedy_equals_teacher_forced_argmax():
-  """A [B, T, H, W, 3] clip into a tubelet tower is one image: the cache fits its N prefix tokens."""
-  from tests.test_models import make_uncached  # pylint: disable=import-outside-toplevel
+  """A [B, frames, height, width, 3] clip into a tubelet tower is one image: the cache fits its P prefix tokens."""
   model, cfg, params = make_uncached("tiny", vit=dict(frames=4), param_dtype="float32")
   _, _, _, batch, _ = setup()
   rng = np.random.default_rng(1)

@@ -1,17 +1,14 @@
 """HF import/export against transformers (PyTorch, CPU).
 
-Tiny random PaliGemma (Gemma), PaliGemma 2 (Gemma2) and SmolVLM (Idefics3) models are built
-with transformers' own config/model classes, saved with `save_pretrained`, and fed batches
-from real processors (built offline around a tiny word-level tokenizer). Every weight,
-norms and biases included, is randomised so that a swapped mapping cannot hide.
+On tiny random PaliGemma (Gemma), PaliGemma 2 (Gemma2) and SmolVLM (Idefics3) checkpoints
+(tests/hf_families.py: transformers' own classes, every weight randomised, real processors),
+and on the real families' config.json files at full size without weights.
 """
 import contextlib
 import dataclasses
-import functools
 import json
 import shutil
 import struct
-import tempfile
 import weakref
 from pathlib import Path
 
@@ -24,133 +21,20 @@ import torch
 from flax.traverse_util import flatten_dict
 from jax.sharding import PartitionSpec as P
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
-                          Idefics3Processor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
-                          PaliGemmaProcessor, PreTrainedTokenizerFast, SiglipImageProcessorPil)
+from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, PaliGemmaConfig,
+                          PaliGemmaForConditionalGeneration)
 
 from leaml_jax import generate as gen
 from leaml_jax import sharding as shd
 from leaml_jax.errors import CheckpointError
-from leaml_jax.models import hf, hf_keys, presets
+from leaml_jax.models import hf, presets
+from leaml_jax.models.hf import config_json, param_keys
 from leaml_jax.models.vlm import VLM, dummy_inputs
+from tests.hf_batches import batch_from_hf_inputs
+from tests.hf_families import TEXT, VISION, WINDOW, family, images, words
 
 TOL = 1e-4      # max |Δlogit| in float32
 NEW_TOKENS = 16
-WINDOW = 24     # PaliGemma 2 sliding window: prompts fit in it, prompt + answer do not
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-              image_size=32, patch_size=8)
-TEXT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=12)
-
-
-def word_tokenizer(specials):
-  words = ["<pad>", "<eos>", "<bos>", "<unk>", "\n"] + [f"w{i}" for i in range(60)]
-  tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "removed"),
-                                               pre_tokenizers.Split("\n", "isolated")])
-  t = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                              pad_token="<pad>", unk_token="<unk>")
-  if specials:
-    t.add_special_tokens({"additional_special_tokens": specials})
-  return t
-
-
-def randomise(model, seed):
-  """Kernels ~ N(0, 1/fan_in) (clear greedy winners, unlike HF's 0.02 init); 1-D params jittered."""
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      if p.ndim == 1:
-        p.add_(0.1 * torch.randn(p.shape, generator=g))
-      else:
-        p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(np.prod(p.shape[1:])))
-    # Full-size (tied) embeddings dominate the residual stream and greedy decoding then repeats
-    # its input token forever; smaller ones give varied continuations to compare.
-    model.get_input_embeddings().weight.mul_(0.3)
-  return model.eval()
-
-
-def words(rng, n):
-  return " ".join(f"w{i}" for i in rng.integers(0, 60, n))
-
-
-def images(rng, sizes):
-  return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
-
-
-@dataclasses.dataclass
-class Family:
-  name: str
-  hf_model: object
-  processor: object
-  directory: Path
-
-  @functools.cached_property
-  def loaded(self):
-    return hf.load(self.directory, dtype="float32")
-
-  def batch(self, purpose, padding_side):
-    """Processor output: "logits" (prompt + answer, several lengths) or "generate" (prompts only)."""
-    rng = np.random.default_rng(len(purpose))
-    self.processor.tokenizer.padding_side = padding_side
-    kw = dict(return_tensors="pt", padding="longest")
-    if self.name.startswith("paligemma"):
-      prompts = ["<image>" + words(rng, 5), "<image>" + words(rng, 2)]
-      if purpose == "logits":
-        kw["suffix"] = [words(rng, 14), words(rng, 6)]
-      return self.processor(images=images(rng, [(40, 50), (30, 20)]), text=prompts, **kw)
-    text = [f"<image>{words(rng, 2)}<image>{words(rng, 3)}\n", f"{words(rng, 1)}<image>{words(rng, 2)}"]
-    if purpose == "logits":
-      text = [t + words(rng, 4) for t in text]
-    return self.processor(images=[images(rng, [(40, 50), (20, 30)]), images(rng, [(30, 30)])], text=text, **kw)
-
-  @functools.cached_property
-  def logits(self):
-    """(transformers, ours, attention_mask) on the "logits" batch."""
-    inputs = self.batch("logits", "left" if self.name == "paligemma2" else "right")
-    with torch.no_grad():
-      ref = self.hf_model(**inputs).logits.numpy()
-    model, params, _ = self.loaded
-    return ref, hf.logits_from_hf_inputs(model, params, **inputs), inputs["attention_mask"].numpy().astype(bool)
-
-
-def _paligemma(name, directory):
-  text = dict(TEXT, model_type="gemma", vocab_size=1280)
-  if name == "paligemma2":
-    text.update(model_type="gemma2", sliding_window=WINDOW, query_pre_attn_scalar=16,
-                attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
-  ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
-  ip.image_seq_length = 16
-  processor = PaliGemmaProcessor(image_processor=ip, tokenizer=word_tokenizer([]))
-  assert len(processor.tokenizer) <= 1280  # the processor adds <image> and 1152 <loc>/<seg> tokens
-  cfg = PaliGemmaConfig(vision_config=dict(VISION, vision_use_head=False), text_config=text,
-                        image_token_index=processor.image_token_id, vocab_size=1280, projection_dim=48,
-                        hidden_size=48)
-  model = randomise(PaliGemmaForConditionalGeneration(cfg), seed=len(name))
-  return model, processor
-
-
-def _smolvlm(directory):
-  rows = [f"<row_{i}_col_{j}>" for i in (1, 2) for j in (1, 2)]
-  tok = word_tokenizer(["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *rows])
-  ip = Idefics3ImageProcessorPil(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
-                                 do_image_splitting=True)
-  processor = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4)
-  cfg = Idefics3Config(vision_config=VISION, text_config=dict(TEXT, model_type="llama", vocab_size=128),
-                       scale_factor=2, image_token_id=tok.convert_tokens_to_ids("<image>"))
-  return randomise(Idefics3ForConditionalGeneration(cfg), seed=3), processor
-
-
-@functools.lru_cache(maxsize=None)
-def family(name) -> Family:
-  directory = Path(tempfile.mkdtemp(prefix=f"hf_{name}_"))
-  model, processor = _smolvlm(directory) if name == "smolvlm" else _paligemma(name, directory)
-  model.save_pretrained(directory, safe_serialization=True)
-  processor.save_pretrained(directory)
-  return Family(name, model, processor, directory)
-
-
 NAMES = ["paligemma", "paligemma2", "smolvlm"]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:transformers")
 
@@ -179,7 +63,7 @@ def test_greedy_generation_matches_transformers(name):
                               eos_token_id=V + 1, pad_token_id=0)  # an id no model emits: no early stop
   ref = ref[:, inputs["input_ids"].shape[1]:].numpy()
   model, params, _ = f.loaded
-  batch = hf.batch_from_hf_inputs(model, **inputs)
+  batch = batch_from_hf_inputs(model, **inputs)
   ours = gen.generate(model, params, batch, max_new_tokens=NEW_TOKENS, eos_id=V + 1, pad_id=0)
   assert ref.shape == (2, NEW_TOKENS) and len(set(ref.ravel().tolist())) > 3
   np.testing.assert_array_equal(ours, ref)
@@ -330,16 +214,16 @@ REAL = {
 def test_real_configs_give_the_presets_and_every_hf_tensor(name):
   config_cls, model_cls, fields = REAL[name]
   hf_cfg = config_cls(**fields)
-  cfg, _ = hf_keys.vlm_config(hf_cfg)
+  cfg, _ = config_json.vlm_config(hf_cfg)
   want = presets.get(name)
   assert cfg == (dataclasses.replace(want, image_token_id=49190) if name == "smolvlm_256m" else want)
   with torch.device("meta"):  # full-size module tree, no memory
-    theirs = {hf_keys.canonical(k): tuple(v.shape) for k, v in model_cls(hf_cfg).state_dict().items()}
+    theirs = {param_keys.canonical(k): tuple(v.shape) for k, v in model_cls(hf_cfg).state_dict().items()}
   abstract = jax.eval_shape(lambda: VLM(cfg).init(jax.random.key(0), *dummy_inputs(cfg, 1, 4))["params"])
   ours = {}
   for path, leaf in flatten_dict(nn.meta.unbox(abstract)).items():
-    keys, stacked, transform = hf_keys.source(cfg, path)
-    ours.update({k: hf_keys.TRANSFORMS[transform][2](leaf.shape[1:] if stacked else leaf.shape) for k in keys})
+    keys, stacked, transform = param_keys.source(cfg, path)
+    ours.update({k: param_keys.TRANSFORMS[transform][2](leaf.shape[1:] if stacked else leaf.shape) for k in keys})
   if cfg.lm.tie_embeddings:
     assert theirs.pop("lm_head.weight") == theirs["text.embed_tokens.weight"]
   assert ours == theirs
@@ -390,13 +274,13 @@ def test_unsupported_configs_are_refused():
   # a 19x19 patch grid: transformers' Idefics3 float32 bucketing puts some patches at the wrong position
   cfg = Idefics3Config(vision_config=dict(VISION, image_size=19 * 8), text_config=text, scale_factor=1)
   with pytest.raises(ValueError, match="position ids"):
-    hf_keys.vlm_config(cfg)
+    config_json.vlm_config(cfg)
   cfg = Idefics3Config(vision_config=dict(VISION, image_size=16 * 8), text_config=text, scale_factor=2)
-  assert hf_keys.vlm_config(cfg)[0].vit.grid == (16, 16)
+  assert config_json.vlm_config(cfg)[0].vit.grid == (16, 16)
   rope = dict(text, rope_parameters=dict(rope_type="llama3", rope_theta=1e4, factor=8.0, low_freq_factor=1.0,
                                          high_freq_factor=4.0, original_max_position_embeddings=64))
   with pytest.raises(ValueError, match="RoPE type 'llama3'"):
-    hf_keys.vlm_config(Idefics3Config(vision_config=VISION, text_config=rope, scale_factor=2))
+    config_json.vlm_config(Idefics3Config(vision_config=VISION, text_config=rope, scale_factor=2))
 
 
 def test_hub_id_offline_says_where_to_put_the_files(monkeypatch):
@@ -430,7 +314,7 @@ def test_prefix_longer_than_sliding_window_matches_transformers():
   with torch.no_grad():
     ref = f.hf_model.generate(**prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
                               eos_token_id=V + 1, pad_token_id=0)[:, prompts["input_ids"].shape[1]:].numpy()
-  ours = gen.generate(model, params, hf.batch_from_hf_inputs(model, **prompts), max_new_tokens=NEW_TOKENS,
+  ours = gen.generate(model, params, batch_from_hf_inputs(model, **prompts), max_new_tokens=NEW_TOKENS,
                       eos_id=V + 1, pad_id=0)
   np.testing.assert_array_equal(ours, ref)
 
@@ -450,7 +334,7 @@ def test_several_images_per_row_prefix_layout_matches_transformers():
   with torch.no_grad():
     ref = f.hf_model(**inputs).logits.numpy()
   valid = inputs["attention_mask"].numpy().astype(bool)
-  batch = hf.batch_from_hf_inputs(model, **inputs)
+  batch = batch_from_hf_inputs(model, **inputs)
   assert batch["image"].shape == (2, 2, 32, 32, 3)
   ours = np.asarray(model.apply({"params": params}, batch["image"], batch["text"], batch["mask_ar"],
                                 batch["mask_input"])[0])
@@ -464,6 +348,6 @@ def test_several_images_per_row_prefix_layout_matches_transformers():
   with torch.no_grad():
     ref = f.hf_model.generate(**prompts, max_new_tokens=8, min_new_tokens=8, do_sample=False,
                               eos_token_id=V + 1, pad_token_id=0)[:, prompts["input_ids"].shape[1]:].numpy()
-  ours = gen.generate(model, params, hf.batch_from_hf_inputs(model, **prompts), max_new_tokens=8,
+  ours = gen.generate(model, params, batch_from_hf_inputs(model, **prompts), max_new_tokens=8,
                       eos_id=V + 1, pad_id=0)
   np.testing.assert_array_equal(ours, ref)

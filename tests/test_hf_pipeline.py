@@ -23,7 +23,7 @@ from leaml_jax import config_lib, losses, main
 from leaml_jax.data import pipeline, tokenizer
 from leaml_jax.models import hf
 from leaml_jax.stages import artifacts, context
-from tests.test_hf import VISION, family, randomise, words
+from tests.hf_families import VISION, family, randomise, words
 
 TOL = 1e-4
 TEXT_LEN = 64

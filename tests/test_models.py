@@ -1,6 +1,5 @@
 """Model layer: real-size shapes, prefix-LM masking, scan equivalence, KV cache, relevance hooks."""
 import dataclasses
-import functools
 import json
 
 import flax.linen as nn
@@ -11,51 +10,9 @@ import pytest
 
 from leaml_jax.models import presets
 from leaml_jax.models.vlm import VLM, count_params, dummy_inputs, prefix_lm_mask
+from tests.helpers import forward_fn, make, make_uncached
 
-FAMILIES = ["tiny", "tiny_gemma2", "tiny_llama", "tiny_qwen2"]
-
-
-GEMMA2_WINDOW = dict(lm=dict(sliding_window=5))  # shorter than every test sequence
-
-
-@functools.lru_cache(maxsize=None)
-def _make(name, window):
-  return make_uncached(name, **(GEMMA2_WINDOW if window else {}))
-
-
-def make(name):
-  """Model, config and float32 params for a tiny preset, shared between tests (compiles are slow)."""
-  return _make(name, name == "tiny_gemma2")
-
-
-def make_uncached(name, **kw):
-  cfg = presets.get(name, dtype="float32", **kw)
-  model = VLM(cfg)
-  return model, cfg, random_params(model, cfg)
-
-
-def random_params(model, cfg, seed=0):
-  """Random float32 params shaped like `model.init`'s (compiling init costs ~5 s per model on CPU).
-
-  Kernels ~ N(0, 1/fan_in); biases small; norm scales around their identity value.
-  """
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(cfg, 1, 4))["params"])
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    names = [k.key for k in path]
-    shape = leaf.shape[1:] if {"layers", "encoderblock"} & set(names) else leaf.shape
-    noise = rng.normal(size=leaf.shape).astype(np.float32)
-    if len(shape) == 1:
-      identity = names[-1] == "scale" and not (names[0] == "llm" and cfg.lm.gemma_norm)
-      return 0.1 * noise + float(identity)
-    return noise / np.sqrt(np.prod(shape[:-1]))
-
-  return jax.tree_util.tree_map_with_path(draw, nn.meta.unbox(abstract))
-
-
-def forward_fn(model):
-  return jax.jit(lambda p, *a: model.apply({"params": p}, *a)[0])
+TINY_PRESETS = ["tiny", "tiny_gemma2", "tiny_llama", "tiny_qwen2"]
 
 
 def inputs(cfg, rng, B, L):
@@ -182,35 +139,35 @@ def test_scan_and_unrolled_layers_agree():
 
 # ----------------------------------------------------------------------------- KV cache
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", TINY_PRESETS)
 def test_kv_cache_matches_full_forward(name):
   model, cfg, params = make(name)
   rng = np.random.default_rng(2)
-  B, P, G = 2, 6, 5
+  B, prompt_len, steps = 2, 6, 5
   lengths = [6, 3]
-  image, full = inputs(cfg, rng, B, P + G)
-  prompt = np.zeros((B, P), np.int32)
-  mask_input = np.zeros((B, P), np.int32)
-  mask_ar = np.zeros((B, P), np.int32)
+  image, full = inputs(cfg, rng, B, prompt_len + steps)
+  prompt = np.zeros((B, prompt_len), np.int32)
+  mask_input = np.zeros((B, prompt_len), np.int32)
+  mask_ar = np.zeros((B, prompt_len), np.int32)
   mask_ar[0, 4:] = 1  # row 0's prompt already ends with two causal tokens
-  # teacher-forced reference: each row's real prompt immediately followed by its G tokens
-  ref_text = np.zeros((B, P + G), np.int32)
-  ref_ar = np.ones((B, P + G), np.int32)
-  ref_in = np.zeros((B, P + G), np.int32)
+  # teacher-forced reference: each row's real prompt immediately followed by its `steps` tokens
+  ref_text = np.zeros((B, prompt_len + steps), np.int32)
+  ref_ar = np.ones((B, prompt_len + steps), np.int32)
+  ref_in = np.zeros((B, prompt_len + steps), np.int32)
   for b, n in enumerate(lengths):
     prompt[b, :n], mask_input[b, :n] = full[b, :n], 1
-    ref_text[b, :n + G] = full[b, :n + G]
+    ref_text[b, :n + steps] = full[b, :n + steps]
     ref_ar[b, :n] = mask_ar[b, :n]
-    ref_in[b, :n + G] = 1
+    ref_in[b, :n + steps] = 1
   ref = np.asarray(forward_fn(model)(params, image, ref_text, ref_ar, ref_in))
 
-  cache_len = cfg.num_image_tokens + P + G
+  cache_len = cfg.num_image_tokens + prompt_len + steps
   prefill = jax.jit(lambda p, *a: model.apply({"params": p}, *a, cache_len=cache_len, method=VLM.prefill))
   step = jax.jit(lambda p, t, c: model.apply({"params": p}, t, c, method=VLM.decode_step))
   logits, cache = prefill(params, image, prompt, mask_ar, mask_input)
   for b, n in enumerate(lengths):
     np.testing.assert_allclose(logits[b], ref[b, n - 1], atol=1e-5, rtol=1e-5)
-  for g in range(G):
+  for g in range(steps):
     tok = np.array([full[b, n + g] for b, n in enumerate(lengths)], np.int32)
     logits, cache = step(params, tok, cache)
     for b, n in enumerate(lengths):
@@ -272,36 +229,36 @@ def test_inline_image_tokens_match_prefix_layout():
   model, cfg, params = make("tiny_llama")
   img_id = 5
   inline = VLM(dataclasses.replace(cfg, image_token_id=img_id))
-  N = cfg.num_image_tokens
+  P = cfg.num_image_tokens
   rng = np.random.default_rng(4)
   image, text = inputs(cfg, rng, 2, 7)
   text[text == img_id] = img_id + 1
   mask_ar = np.array([[0, 0, 0, 1, 1, 1, 1]] * 2, np.int32)
   mask_input = np.array([[1] * 7, [1] * 5 + [0] * 2], np.int32)
   ref = forward_fn(model)(params, image, text, mask_ar, mask_input)
-  lead = lambda a, v: np.concatenate([np.full((2, N), v, np.int32), a], axis=1)  # noqa: E731
+  lead = lambda a, v: np.concatenate([np.full((2, P), v, np.int32), a], axis=1)  # noqa: E731
   out = forward_fn(inline)(params, image, lead(text, img_id), lead(mask_ar, 0), lead(mask_input, 1))
-  np.testing.assert_allclose(out[:, N:], ref, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(out[:, P:], ref, atol=1e-5, rtol=1e-5)
 
   # two images per row: the k-th image fills the k-th block of image ids
   two = np.stack([image, -image], axis=1)
-  seq = np.concatenate([np.full((2, N), img_id), text[:, :3], np.full((2, N), img_id), text[:, 3:]], 1)
-  ar = np.concatenate([np.zeros((2, N + 3)), np.ones((2, N + 4))], 1).astype(np.int32)
+  seq = np.concatenate([np.full((2, P), img_id), text[:, :3], np.full((2, P), img_id), text[:, 3:]], 1)
+  ar = np.concatenate([np.zeros((2, P + 3)), np.ones((2, P + 4))], 1).astype(np.int32)
   f = forward_fn(inline)
   base = np.asarray(f(params, two, seq, ar, np.ones_like(seq)))
   other2 = np.asarray(f(params, np.stack([image, image], 1), seq, ar, np.ones_like(seq)))
   other1 = np.asarray(f(params, np.stack([-image, -image], 1), seq, ar, np.ones_like(seq)))
-  assert np.abs(other2 - base)[:, :N + 3].max() == 0
-  assert np.abs(other2 - base)[:, N + 3:].max(axis=-1).min() > 1e-4
-  assert np.abs(other1 - base)[:, :N + 3].max(axis=-1).min() > 1e-4
+  assert np.abs(other2 - base)[:, :P + 3].max() == 0
+  assert np.abs(other2 - base)[:, P + 3:].max(axis=-1).min() > 1e-4
+  assert np.abs(other1 - base)[:, :P + 3].max(axis=-1).min() > 1e-4
 
 
 # ----------------------------------------------------------------------------- tubelets
 
 def test_tubelet_tower_stacks_frames_in_each_patch():
-  """vit.frames = T: a clip whose only non-zero frame is t is encoded like that frame as a still
-  image by a T=1 tower holding kernel channels [3t, 3t+3) (all else shared); a still image is the
-  clip of T equal frames; frame order matters."""
+  """vit.frames = 4: a clip whose only non-zero frame is t is encoded like that frame as a still
+  image by a frames=1 tower holding kernel channels [3t, 3t+3) (all else shared); a still image
+  is the clip of 4 equal frames; frame order matters."""
   model, cfg, params = make_uncached("tiny", vit=dict(frames=4), param_dtype="float32")
   still_model = VLM(presets.get("tiny", dtype="float32", param_dtype="float32"))
   rng = np.random.default_rng(0)

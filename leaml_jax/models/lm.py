@@ -1,13 +1,13 @@
 """Decoder-only language model with Gemma / Gemma2 / Llama / Qwen2 semantics (as HF has them).
 
-Axis legend: B batch, T query length, S key length (cache length when decoding),
-D width, F mlp_dim, N query heads, K kv heads, G = N // K, H head_dim, V vocab, L layers.
+Axis letters as in models/__init__.py: here T is the query length and S the key length
+(the cache length when decoding); D the LM width, F its mlp_dim.
 
 The LM works on embeddings: `embed` turns tokens into (scaled) embeddings, `__call__`
 runs the blocks over any embedded sequence (the VLM prepends image tokens), `logits`
 applies the final norm and the (tied or untied) head. Attention masks and RoPE
 positions are built by the caller, so prefix-LM, padding and KV-cache decoding all
-share one code path. A KV cache is an explicit pytree: (k, v) stacked [L, B, S, K, H].
+share one code path. A KV cache is an explicit pytree: (k, v) stacked [depth, B, S, K, H].
 """
 
 from __future__ import annotations
@@ -212,15 +212,15 @@ class LM(nn.Module):
   def __call__(self, x_BTD, positions_BT, masks, kv_cache=None, cache_index=None):
     """Runs all blocks. masks = (global [B,T,S] bool, local [B,T,S] bool or None).
 
-    kv_cache: (k, v) each [L,B,S,K,H] or None; written at `cache_index` along S.
+    kv_cache: (k, v) each [depth,B,S,K,H] or None; written at `cache_index` along S.
     Returns (hidden [B,T,D] before the final norm is applied by `logits`, new kv_cache).
     """
     c = self.cfg
     x_BTD = nn.with_logical_constraint(x_BTD.astype(self.dtype), ("batch", "length", "embed"))
     rope = rope_cos_sin(positions_BT, c.head_dim, c.rope_theta, self.dtype)
-    is_local_L = jnp.array([is_local_layer(c, i) for i in range(c.depth)])
+    is_local_per_layer = jnp.array([is_local_layer(c, i) for i in range(c.depth)])
     if self.scan:
-      return self.layers(x_BTD, is_local_L, kv_cache, rope, masks, cache_index)
+      return self.layers(x_BTD, is_local_per_layer, kv_cache, rope, masks, cache_index)
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
       layer_cache = None if kv_cache is None else (kv_cache[0][i], kv_cache[1][i])

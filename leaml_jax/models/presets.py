@@ -1,7 +1,7 @@
 """Model configurations: frozen dataclasses and named presets.
 
 Real presets use the numbers of the Hugging Face `config.json` files, so that
-`models/hf.py` can import their weights one-to-one:
+`models/hf/` can import their weights one-to-one:
 
   paligemma_3b   google/paligemma-3b-pt-224   SigLIP So400m/14 @224 + Gemma 2B   (2,923,335,408 params)
   paligemma2_3b  google/paligemma2-3b-pt-224  SigLIP So400m/14 @224 + Gemma2 2B  (~3.03B)
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-FAMILIES = ("gemma", "gemma2", "llama", "qwen2")
+LM_FAMILIES = ("gemma", "gemma2", "llama", "qwen2")  # LMConfig.family values
 ACTIVATIONS = ("gelu_tanh", "silu")
 CONNECTORS = ("linear", "pixel_shuffle")
 REMAT = ("none", "full", "dots")
@@ -49,7 +49,7 @@ class LMConfig:
   post_norms: bool = False        # gemma2: extra norms after attention and after the MLP
 
   def __post_init__(self):
-    _check(self.family in FAMILIES, f"LMConfig.family={self.family!r}: use one of {FAMILIES}")
+    _check(self.family in LM_FAMILIES, f"LMConfig.family={self.family!r}: use one of {LM_FAMILIES}")
     _check(self.act in ACTIVATIONS, f"LMConfig.act={self.act!r}: use one of {ACTIVATIONS}")
     _check(self.num_heads % self.num_kv_heads == 0,
            f"LMConfig: num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")

@@ -1,6 +1,7 @@
 """SigLIP-style vision tower with the VLM connector at `img/head`.
 
-Axis legend: B batch, N patch tokens, D ViT width, F mlp_dim, E LM width, h heads, H head_dim.
+Axis letters as in models/__init__.py: P patch tokens, D the ViT width, F its mlp_dim, N its
+heads, H head_dim, E the LM width the connector maps to.
 
 Patch conv (with bias) + learned position embedding, pre-LN encoder blocks
 (self-attention with biases, gelu_tanh MLP fc1/fc2), final LayerNorm, no pooling.
@@ -30,16 +31,16 @@ class MLP(nn.Module):
   param_dtype: Any
 
   @nn.compact
-  def __call__(self, x_BND):
+  def __call__(self, x_BPD):
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
-    h_BNF = dense(self.mlp_dim, name="fc1", kernel_init=P(dense_init(), ("embed", "mlp")),
-                  bias_init=zeros_init(("mlp",)))(x_BND)
-    h_BNF = activation("gelu_tanh")(h_BNF)
-    h_BNF = nn.with_logical_constraint(h_BNF, ("batch", "length", "mlp"))
-    h_BNF = self.perturb("mlp_hidden", h_BNF)  # relevance hooks (no-ops unless requested)
-    self.sow("intermediates", "mlp_hidden", h_BNF)
-    return dense(x_BND.shape[-1], name="fc2", kernel_init=P(dense_init(), ("mlp", "embed")),
-                 bias_init=zeros_init(("embed",)))(h_BNF)
+    h_BPF = dense(self.mlp_dim, name="fc1", kernel_init=P(dense_init(), ("embed", "mlp")),
+                  bias_init=zeros_init(("mlp",)))(x_BPD)
+    h_BPF = activation("gelu_tanh")(h_BPF)
+    h_BPF = nn.with_logical_constraint(h_BPF, ("batch", "length", "mlp"))
+    h_BPF = self.perturb("mlp_hidden", h_BPF)  # relevance hooks (no-ops unless requested)
+    self.sow("intermediates", "mlp_hidden", h_BPF)
+    return dense(x_BPD.shape[-1], name="fc2", kernel_init=P(dense_init(), ("mlp", "embed")),
+                 bias_init=zeros_init(("embed",)))(h_BPF)
 
 
 class SelfAttention(nn.Module):
@@ -49,14 +50,14 @@ class SelfAttention(nn.Module):
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BND):
-    D = x_BND.shape[-1]
+  def __call__(self, x_BPD):
+    D = x_BPD.shape[-1]
     H = D // self.num_heads
     proj = functools.partial(nn.DenseGeneral, (self.num_heads, H), dtype=self.dtype,
                              param_dtype=self.param_dtype,
                              kernel_init=P(dense_init(), ("embed", "heads", "head_dim")),
                              bias_init=zeros_init(("heads", "head_dim")))
-    q, k, v = proj(name="q_proj")(x_BND), proj(name="k_proj")(x_BND), proj(name="v_proj")(x_BND)
+    q, k, v = proj(name="q_proj")(x_BPD), proj(name="k_proj")(x_BPD), proj(name="v_proj")(x_BPD)
     impl = None if self.implementation == "auto" else self.implementation
     out = jax.nn.dot_product_attention(q, k, v, scale=H ** -0.5, implementation=impl)
     return nn.DenseGeneral(D, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
@@ -71,16 +72,16 @@ class EncoderBlock(nn.Module):
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BND, _=None):
+  def __call__(self, x_BPD, _=None):
     c = self.cfg
     ln = functools.partial(nn.LayerNorm, epsilon=c.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                            scale_init=P(nn.initializers.ones, ("embed",)), bias_init=zeros_init(("embed",)))
-    y = ln(name="layer_norm1")(x_BND)
-    x_BND = x_BND + SelfAttention(c.num_heads, self.dtype, self.param_dtype, self.implementation,
+    y = ln(name="layer_norm1")(x_BPD)
+    x_BPD = x_BPD + SelfAttention(c.num_heads, self.dtype, self.param_dtype, self.implementation,
                                   name="self_attn")(y)
-    y = ln(name="layer_norm2")(x_BND)
-    x_BND = x_BND + MLP(c.mlp_dim, self.dtype, self.param_dtype, name="mlp")(y)
-    return nn.with_logical_constraint(x_BND, ("batch", "length", "embed")), None
+    y = ln(name="layer_norm2")(x_BPD)
+    x_BPD = x_BPD + MLP(c.mlp_dim, self.dtype, self.param_dtype, name="mlp")(y)
+    return nn.with_logical_constraint(x_BPD, ("batch", "length", "embed")), None
 
 
 class Transformer(nn.Module):
@@ -92,37 +93,39 @@ class Transformer(nn.Module):
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BND):
+  def __call__(self, x_BPD):
     c = self.cfg
     block = EncoderBlock
     if self.remat != "none":
       block = nn.remat(EncoderBlock, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan)
     args = (c, self.dtype, self.param_dtype, self.implementation)
     if self.scan:
-      x_BND, _ = nn.scan(block, variable_axes={"params": 0, "intermediates": 0, "perturbations": 0},
+      x_BPD, _ = nn.scan(block, variable_axes={"params": 0, "intermediates": 0, "perturbations": 0},
                          split_rngs={"params": True}, length=c.depth,
-                         metadata_params={nn.PARTITION_NAME: "layers"})(*args, name="encoderblock")(x_BND)
+                         metadata_params={nn.PARTITION_NAME: "layers"})(*args, name="encoderblock")(x_BPD)
     else:
       for i in range(c.depth):
-        x_BND, _ = block(*args, name=f"encoderblock_{i}")(x_BND)
+        x_BPD, _ = block(*args, name=f"encoderblock_{i}")(x_BPD)
     return nn.LayerNorm(epsilon=c.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                         scale_init=P(nn.initializers.ones, ("embed",)), bias_init=zeros_init(("embed",)),
-                        name="encoder_norm")(x_BND)
+                        name="encoder_norm")(x_BPD)
 
 
-def pixel_shuffle(x_BND: jax.Array, grid: tuple[int, int], factor: int) -> jax.Array:
-  """Idefics3 space-to-depth, same element order as HF `Idefics3Connector.pixel_shuffle`."""
-  B, _, D = x_BND.shape
+def pixel_shuffle(x_BPD: jax.Array, grid: tuple[int, int], factor: int) -> jax.Array:
+  """Idefics3 space-to-depth, same element order as HF `Idefics3Connector.pixel_shuffle`:
+  [B,P,D] -> [B, P / factor², D · factor²]."""
+  B, _, D = x_BPD.shape
   gh, gw = grid
   s = factor
-  x = x_BND.reshape(B, gh, gw // s, D * s)
+  x = x_BPD.reshape(B, gh, gw // s, D * s)
   x = x.transpose(0, 2, 1, 3).reshape(B, gw // s, gh // s, D * s * s)
   x = x.transpose(0, 2, 1, 3)
   return x.reshape(B, (gh // s) * (gw // s), D * s * s)
 
 
 class ViT(nn.Module):
-  """image [B,H,W,3] in [-1,1] -> image tokens [B, num_image_tokens, out_width] (after `head`)."""
+  """image [B,height,width,3·frames] in [-1,1] -> image tokens [B,P,E] after the connector `head`
+  (P = num_image_tokens, E = out_width)."""
   cfg: ViTConfig
   out_width: int
   connector: str = "linear"
@@ -134,26 +137,28 @@ class ViT(nn.Module):
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, image_BHWC):
+  def __call__(self, image):
     c = self.cfg
-    if image_BHWC.shape[1:3] != c.image_size:
-      raise ValueError(f"ViT expects images of size {c.image_size}, got {image_BHWC.shape[1:3]}; "
+    if image.shape[1:3] != c.image_size:
+      raise ValueError(f"ViT expects images of size {c.image_size}, got {image.shape[1:3]}; "
                        "resize in the data pipeline")
     p = c.patch_size
     x = nn.Conv(c.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
                 param_dtype=self.param_dtype, name="embedding",
                 kernel_init=P(nn.initializers.lecun_normal(), (None, None, "channels", "embed")),
-                bias_init=zeros_init(("embed",)))(image_BHWC.astype(self.dtype))
+                bias_init=zeros_init(("embed",)))(image.astype(self.dtype))
     B = x.shape[0]
-    x_BND = x.reshape(B, -1, c.width)
+    x_BPD = x.reshape(B, -1, c.width)
     pos = self.param("pos_embedding", P(nn.initializers.normal(c.width ** -0.5), (None, "patch", "embed")),
-                     (1, x_BND.shape[1], c.width), self.param_dtype)
-    x_BND = x_BND + pos.astype(self.dtype)
-    x_BND = Transformer(c, self.dtype, self.param_dtype, self.scan, self.remat, self.implementation,
-                        name="Transformer")(x_BND)
+                     (1, x_BPD.shape[1], c.width), self.param_dtype)
+    x_BPD = x_BPD + pos.astype(self.dtype)
+    x_BPD = Transformer(c, self.dtype, self.param_dtype, self.scan, self.remat, self.implementation,
+                        name="Transformer")(x_BPD)
+    connector_in = x_BPD
     if self.connector == "pixel_shuffle":
-      x_BND = pixel_shuffle(x_BND, c.grid, self.pixel_shuffle_factor)
-    return nn.Dense(self.out_width, use_bias=self.connector == "linear", dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head",
-                    kernel_init=P(dense_init(), (None, "embed")),
-                    bias_init=zeros_init(("embed",)))(x_BND)
+      connector_in = pixel_shuffle(x_BPD, c.grid, self.pixel_shuffle_factor)
+    tokens_BPE = nn.Dense(self.out_width, use_bias=self.connector == "linear", dtype=self.dtype,
+                          param_dtype=self.param_dtype, name="head",
+                          kernel_init=P(dense_init(), (None, "embed")),
+                          bias_init=zeros_init(("embed",)))(connector_in)
+    return tokens_BPE

@@ -1,7 +1,7 @@
 """Vision-language model: image tokens (prefix) + text, prefix-LM attention, KV-cache decoding.
 
-Axis legend: B batch, N image tokens (0 when they sit inside the text, cfg.image_token_id), L text length, T = N + L sequence, S cache length,
-D LM width, V vocab, Ly layers, K kv heads, H head_dim.
+Axis letters as in models/__init__.py: T = I·P image-prefix tokens + L text tokens (T = L when
+the image tokens sit inside the text, cfg.image_token_id), S the cache length, D the LM width.
 
 Attention follows big_vision's PaliGemma `mask_ar` rule: with c = cumsum(mask_ar) over the
 full sequence (image tokens have mask_ar = 0), query i may attend key j iff c[j] <= c[i]
@@ -12,8 +12,9 @@ bidirectional block* (same c): the whole image + prompt prefix stays visible to 
 token however long it is, as transformers' PaliGemma 2 does (its `blockwise_overlay` is OR-ed
 onto the sliding causal mask). Decoded tokens are causal, so they see only the window.
 
-`image` is [B,H,W,3] or [B,n,H,W,3]: n images (e.g. video frames) per row, each encoded on
-its own; in the prefix layout their tokens are concatenated in order (n * N prefix tokens).
+`image` is [B,height,width,3] or [B,I,height,width,3]: I images (e.g. video frames) per row,
+each encoded on its own; in the prefix layout their tokens are concatenated in order (I·P
+prefix tokens).
 
 Parameter tree: `img` (ViT, connector at `img/head`) and `llm` (LM).
 Typical use:
@@ -40,7 +41,7 @@ from leaml_jax.models.lm import LM
 from leaml_jax.models.presets import VLMConfig
 from leaml_jax.models.vit import ViT
 
-Cache = dict[str, Any]  # k, v [Ly,B,S,K,H]; key_mask [B,S] bool; key_pos [B,S]; index (); pos [B]
+Cache = dict[str, Any]  # k, v [depth,B,S,K,H]; key_mask [B,S] bool; key_pos [B,S]; index (); pos [B]
 
 
 def prefix_lm_mask(mask_ar_BT: jax.Array, valid_BT: jax.Array) -> jax.Array:
@@ -74,7 +75,8 @@ class VLM(nn.Module):
 
   # ------------------------------------------------------------------ helpers
   def _inputs(self, image, text, mask_ar, mask_input):
-    """Embeds image + text; returns x [B,T,D], mask_ar [B,T], valid [B,T] bool, positions [B,T], N."""
+    """Embeds image + text; returns x [B,T,D], mask_ar [B,T], valid [B,T] bool, positions [B,T] and
+    the number of image-prefix tokens (I·P, or 0 in the inline layout)."""
     if text.ndim != 2 or mask_ar.shape != text.shape:
       raise ValueError(f"text {text.shape} and mask_ar {mask_ar.shape} must both be [B, L]")
     if mask_input is None:
@@ -83,17 +85,18 @@ class VLM(nn.Module):
     if self.cfg.image_token_id is not None:
       return self._inline_inputs(image, text, z_txt, mask_ar, mask_input)
     z_img = self._encode_images(image)
-    B, N = z_img.shape[:2]
+    B, prefix_len = z_img.shape[:2]
     x = jnp.concatenate([z_img.astype(z_txt.dtype), z_txt], axis=1)
-    ar = jnp.concatenate([jnp.zeros((B, N), jnp.int32), mask_ar.astype(jnp.int32)], axis=1)
-    valid = jnp.concatenate([jnp.ones((B, N), bool), mask_input.astype(bool)], axis=1)
+    ar = jnp.concatenate([jnp.zeros((B, prefix_len), jnp.int32), mask_ar.astype(jnp.int32)], axis=1)
+    valid = jnp.concatenate([jnp.ones((B, prefix_len), bool), mask_input.astype(bool)], axis=1)
     positions = self.cfg.position_offset + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
-    return x, ar, valid, positions, N
+    return x, ar, valid, positions, prefix_len
 
   def _inline_inputs(self, image, text, z_txt, mask_ar, mask_input):
     """HF Idefics3 layout: the k-th image-token position of a row gets the row's k-th image feature.
 
-    image [B,H,W,3] or [B,n,H,W,3]; each row must hold exactly n * num_image_tokens image ids.
+    image [B,height,width,3] or [B,I,height,width,3]; each row must hold exactly I·P image ids
+    (P = num_image_tokens).
     """
     z_img = self._encode_images(image).astype(z_txt.dtype)
     is_img = text == self.cfg.image_token_id
@@ -104,27 +107,28 @@ class VLM(nn.Module):
     return x, mask_ar.astype(jnp.int32), valid, positions, 0
 
   def _encode_images(self, image):
-    """[B,H,W,3] -> [B,N,D]; [B,n,H,W,3] -> [B,n*N,D] (each image encoded alone, tokens in order).
+    """[B,height,width,3] -> [B,P,D]; [B,I,height,width,3] -> [B,I·P,D] (each image encoded
+    alone, tokens in order).
 
-    With a tubelet tower (cfg.vit.frames = T > 1) a [B,T,H,W,3] clip is one image whose frames
-    are stacked along channels ([B,H,W,3T], frame-major), and a still [B,H,W,3] image is the clip
-    of T equal frames."""
-    T = self.cfg.vit.frames
-    if T > 1:
+    With a tubelet tower (cfg.vit.frames > 1) a [B,frames,height,width,3] clip is one image whose
+    frames are stacked along channels ([B,height,width,3·frames], frame-major), and a still
+    [B,height,width,3] image is the clip of `frames` equal frames."""
+    frames = self.cfg.vit.frames
+    if frames > 1:
       if image.ndim == 4:
-        return self.img(jnp.tile(image, (1, 1, 1, T)))
-      if image.ndim != 5 or image.shape[1] != T:
-        raise ValueError(f"image {image.shape}: this tubelet tower takes clips [B, {T}, H, W, 3] "
-                         "or still images [B, H, W, 3]")
-      B, _, H, W, C = image.shape
-      return self.img(image.transpose(0, 2, 3, 1, 4).reshape(B, H, W, T * C))
+        return self.img(jnp.tile(image, (1, 1, 1, frames)))
+      if image.ndim != 5 or image.shape[1] != frames:
+        raise ValueError(f"image {image.shape}: this tubelet tower takes clips [B, {frames}, height, width, 3] "
+                         "or still images [B, height, width, 3]")
+      B, _, height, width, channels = image.shape
+      return self.img(image.transpose(0, 2, 3, 1, 4).reshape(B, height, width, frames * channels))
     if image.ndim == 4:
       return self.img(image)
     if image.ndim != 5:
-      raise ValueError(f"image {image.shape} must be [B, H, W, 3] or [B, n, H, W, 3]")
-    B, n = image.shape[:2]
-    z_img = self.img(image.reshape(B * n, *image.shape[2:]))
-    return z_img.reshape(B, n * z_img.shape[1], z_img.shape[2])
+      raise ValueError(f"image {image.shape} must be [B, height, width, 3] or [B, images, height, width, 3]")
+    B, I = image.shape[:2]
+    z_img = self.img(image.reshape(B * I, *image.shape[2:]))
+    return z_img.reshape(B, I * z_img.shape[1], z_img.shape[2])
 
   def _local(self, mask_BTS, q_pos_BT, k_pos_BS, same_block_BTS=None):
     """Sliding-window variant of a mask (None when the LM has no local layers): keys within
@@ -142,10 +146,10 @@ class VLM(nn.Module):
     `train` is accepted for API symmetry; the model has no dropout.
     """
     del train
-    x, ar, valid, pos, N = self._inputs(image, text, mask_ar, mask_input)
+    x, ar, valid, pos, prefix_len = self._inputs(image, text, mask_ar, mask_input)
     mask = prefix_lm_mask(ar, valid)
     h, _ = self.llm(x, pos, (mask, self._local(mask, pos, pos, same_block(ar))))
-    return self.llm.logits(h[:, N:]), {}
+    return self.llm.logits(h[:, prefix_len:]), {}
 
   def prefill(self, image, text, mask_ar, mask_input, cache_len: int):
     """Runs the (right-padded) prompt; returns (logits of each row's last real token [B,V], cache)."""

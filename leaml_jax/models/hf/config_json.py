@@ -1,0 +1,169 @@
+"""config.json <-> VLMConfig: which Hugging Face checkpoints map onto our presets, and back.
+
+Families (`VLM_FAMILIES`, the config.json `model_type` values): "paligemma" (SigLIP + Gemma,
+or Gemma2 = PaliGemma 2) and "idefics3" (SmolVLM: SigLIP-like encoder + pixel-shuffle
+connector + Llama). A config outside what the models implement is refused with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leaml_jax.models.presets import LMConfig, ViTConfig, VLMConfig
+
+VLM_FAMILIES = ("paligemma", "idefics3")
+
+
+# ----------------------------------------------------------------------------- config.json -> VLMConfig
+_ACTS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh", "silu": "silu"}
+
+
+def _require(ok: bool, msg: str):
+  if not ok:
+    raise ValueError(f"hf: {msg}")
+
+
+def _act(c) -> str:
+  name = getattr(c, "hidden_activation", None) or getattr(c, "hidden_act", None)
+  _require(name in _ACTS, f"{c.model_type}: activation {name!r} is not supported (use one of {sorted(_ACTS)})")
+  return _ACTS[name]
+
+
+def _rope_theta(t) -> float:
+  rope = getattr(t, "rope_parameters", None) or getattr(t, "rope_scaling", None) or {}
+  kind = rope.get("rope_type", rope.get("type", "default"))
+  _require(kind == "default", f"{t.model_type}: RoPE type {kind!r} is not supported (only plain RoPE)")
+  return float(rope.get("rope_theta", getattr(t, "rope_theta", 10000.0)))
+
+
+def lm_config(t, tie: bool) -> LMConfig:
+  family = t.model_type
+  _require(family in ("gemma", "gemma2", "llama"),
+           f"text model {family!r} is not supported (gemma, gemma2, llama)")
+  _require(not getattr(t, "attention_bias", False) and not getattr(t, "mlp_bias", False),
+           f"{family}: attention_bias / mlp_bias checkpoints are not supported")
+  heads = t.num_attention_heads
+  kw = dict(vocab_size=t.vocab_size, width=t.hidden_size, depth=t.num_hidden_layers,
+            mlp_dim=t.intermediate_size, num_heads=heads, num_kv_heads=t.num_key_value_heads or heads,
+            head_dim=getattr(t, "head_dim", None) or t.hidden_size // heads, family=family, act=_act(t),
+            norm_eps=t.rms_norm_eps, rope_theta=_rope_theta(t), tie_embeddings=tie)
+  if family == "llama":
+    return LMConfig(**kw, scale_embeddings=False, gemma_norm=False)
+  if family == "gemma2":
+    window = t.sliding_window
+    expect = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(t.num_hidden_layers)]
+    types = list(getattr(t, "layer_types", None) or expect)
+    _require(window is None or types == expect,
+             f"gemma2: layer_types {types} differ from the alternation (sliding first) this model implements")
+    kw.update(attn_logit_softcap=t.attn_logit_softcapping, final_logit_softcap=t.final_logit_softcapping,
+              sliding_window=window, query_pre_attn_scalar=t.query_pre_attn_scalar, post_norms=True)
+  return LMConfig(**kw)
+
+
+def vit_config(v) -> ViTConfig:
+  _require(getattr(v, "num_channels", 3) == 3, f"vision tower needs 3 channels, got {v.num_channels}")
+  _require(_act(v) == "gelu_tanh", f"vision tower activation {v.hidden_act!r} is not gelu_pytorch_tanh")
+  return ViTConfig(image_size=(v.image_size, v.image_size), patch_size=v.patch_size, width=v.hidden_size,
+                   depth=v.num_hidden_layers, mlp_dim=v.intermediate_size, num_heads=v.num_attention_heads,
+                   norm_eps=v.layer_norm_eps)
+
+
+def vlm_config(hf, **overrides: Any) -> tuple[VLMConfig, str]:
+  """A transformers config (PaliGemmaConfig / Idefics3Config) -> (VLMConfig, family)."""
+  family = hf.model_type
+  _require(family in VLM_FAMILIES, f"model_type {family!r} is not supported; supported: {VLM_FAMILIES}")
+  t, v = hf.text_config, hf.vision_config
+  tie = bool(getattr(hf, "tie_word_embeddings", getattr(t, "tie_word_embeddings", True)))
+  lm, vit = lm_config(t, tie), vit_config(v)
+  if family == "paligemma":
+    _require(lm.family in ("gemma", "gemma2"), f"paligemma with a {lm.family} text model is not supported")
+    _require(hf.projection_dim == lm.width,
+             f"paligemma: projection_dim {hf.projection_dim} != text hidden_size {lm.width}")
+    kw = dict(connector="linear", position_offset=1)
+  else:
+    _require(lm.family == "llama", f"idefics3 with a {lm.family} text model is not supported")
+    _require(_idefics3_positions_in_order(vit.grid[0]),
+             f"idefics3: for a {vit.grid[0]}x{vit.grid[0]} patch grid transformers' float32 bucketing gives "
+             "position ids out of order (models/hf/config_json.py); this grid is not supported")
+    kw = dict(connector="pixel_shuffle", pixel_shuffle_factor=hf.scale_factor, position_offset=0,
+              image_token_id=hf.image_token_id)
+  return VLMConfig(vit=vit, lm=lm, **{**kw, **overrides}), family
+
+
+def _idefics3_positions_in_order(side: int) -> bool:
+  """HF Idefics3 finds a full image's position ids by bucketing i/side into [k/side) bins in
+  float32; for some grids (19, 25, 29, ...) rounding puts patches in the wrong bin, while our
+  ViT uses ids 0..side-1. Exact for powers of two; other grids are checked with torch."""
+  if side & (side - 1) == 0:
+    return True
+  try:
+    import torch
+  except ImportError:
+    return False
+  boundaries = torch.arange(1 / side, 1.0, 1 / side)
+  coords = torch.clamp(torch.arange(side, dtype=torch.float32) * (1.0 / torch.tensor(side)), max=1.0 - 1e-6)
+  return bool(torch.equal(torch.bucketize(coords, boundaries, right=True), torch.arange(side)))
+
+
+# ----------------------------------------------------------------------------- VLMConfig -> config.json
+def family_of(cfg: VLMConfig) -> str:
+  if cfg.connector == "linear" and cfg.lm.family in ("gemma", "gemma2"):
+    family, offset = "paligemma", 1
+  elif cfg.connector == "pixel_shuffle" and cfg.lm.family == "llama" and cfg.image_token_id is not None:
+    family, offset = "idefics3", 0
+  else:
+    raise ValueError(f"hf.save: no Hugging Face family has a {cfg.lm.family} LM with a {cfg.connector} "
+                     f"connector (image_token_id={cfg.image_token_id}); supported: PaliGemma (gemma/gemma2, "
+                     "linear), Idefics3/SmolVLM (llama, pixel_shuffle, image_token_id set)")
+  lm = cfg.lm
+  gemma = lm.family != "llama"
+  _require(cfg.position_offset == offset, f"save: {family} needs position_offset={offset}")
+  _require(lm.gemma_norm == gemma and lm.scale_embeddings == gemma and not lm.qkv_bias
+           and lm.post_norms == (lm.family == "gemma2") and lm.act == ("gelu_tanh" if gemma else "silu"),
+           f"save: LMConfig {lm} does not match HF {lm.family}")
+  return family
+
+
+def hf_config_dict(cfg: VLMConfig, dtype: str) -> dict[str, Any]:
+  """config.json for `cfg` (transformers fills the unlisted fields with its defaults)."""
+  family = family_of(cfg)
+  lm, vit = cfg.lm, cfg.vit
+  text = dict(model_type=lm.family, vocab_size=lm.vocab_size, hidden_size=lm.width,
+              intermediate_size=lm.mlp_dim, num_hidden_layers=lm.depth, num_attention_heads=lm.num_heads,
+              num_key_value_heads=lm.num_kv_heads, head_dim=lm.head_dim, rms_norm_eps=lm.norm_eps,
+              rope_parameters=dict(rope_type="default", rope_theta=lm.rope_theta),
+              hidden_act="silu" if lm.act == "silu" else "gelu_pytorch_tanh",
+              tie_word_embeddings=lm.tie_embeddings, attention_bias=False)
+  if lm.family == "gemma2":
+    text.update(attn_logit_softcapping=lm.attn_logit_softcap, final_logit_softcapping=lm.final_logit_softcap,
+                sliding_window=lm.sliding_window, query_pre_attn_scalar=lm.query_pre_attn_scalar,
+                layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(lm.depth)])
+  vision = dict(hidden_size=vit.width, intermediate_size=vit.mlp_dim, num_hidden_layers=vit.depth,
+                num_attention_heads=vit.num_heads, image_size=vit.image_size[0], patch_size=vit.patch_size,
+                layer_norm_eps=vit.norm_eps, hidden_act="gelu_pytorch_tanh", num_channels=3)
+  _require(vit.image_size[0] == vit.image_size[1], f"save: HF vision towers are square, got {vit.image_size}")
+  out = dict(dtype=dtype, tie_word_embeddings=lm.tie_embeddings, text_config=text)
+  if family == "paligemma":
+    # Without a source config the image token is out of vocabulary: HF PaliGemma then embeds it as 0.
+    return dict(out, architectures=["PaliGemmaForConditionalGeneration"], model_type="paligemma",
+                vocab_size=lm.vocab_size, projection_dim=lm.width, hidden_size=lm.width,
+                image_token_index=cfg.image_token_id if cfg.image_token_id is not None else lm.vocab_size,
+                vision_config=dict(vision, model_type="siglip_vision_model", vision_use_head=False,
+                                   projection_dim=lm.width))
+  return dict(out, architectures=["Idefics3ForConditionalGeneration"], model_type="idefics3",
+              image_token_id=cfg.image_token_id, scale_factor=cfg.pixel_shuffle_factor,
+              vision_config=dict(vision, model_type="idefics3_vision"))
+
+
+def save_config(cfg: VLMConfig, dtype: str, base: dict) -> dict[str, Any]:
+  """config.json for `cfg` over the source's `base`: shapes from cfg, token ids etc. from base."""
+  ours = hf_config_dict(cfg, dtype)
+  if cfg.image_token_id is None and {"image_token_index", "image_token_id"} & set(base):
+    ours.pop("image_token_index")  # image-prefix layout: the source's image token stays
+
+  def merge(b, o):
+    return {**b, **{k: merge(b[k], v) if isinstance(v, dict) and isinstance(b.get(k), dict) else v
+                    for k, v in o.items()}}
+  out = merge(base, ours)
+  out.pop("torch_dtype", None)  # superseded by "dtype"
+  return out

@@ -1,0 +1,99 @@
+"""Our model on exactly the dict a transformers processor returns: how we compare with transformers.
+
+Axis letters as in models/__init__.py; here T is the processor's sequence length, image tokens
+included. The processor's rows are fed in the inline layout (image features replace the
+image-token positions of the text), so the model's text length L is T and its logits cover
+every position transformers' do. Pixels come as the processor made them (NCHW, its own
+normalisation) and are only transposed to the channels-last layout the ViT takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from leaml_jax.models.hf.config_json import family_of
+from leaml_jax.models.vlm import VLM
+
+_INPUT_KEYS = ("input_ids", "attention_mask", "pixel_values", "token_type_ids", "pixel_attention_mask", "labels")
+
+
+def _to_numpy(x, dtype=None) -> np.ndarray:
+  if hasattr(x, "detach"):  # a torch tensor; numpy has no bfloat16 there
+    x = x.detach().cpu()
+    x = (x.float() if x.is_floating_point() else x).numpy()
+  x = np.asarray(x)
+  return x if dtype is None else x.astype(dtype)
+
+
+def inline_inputs(model: VLM, inputs: dict):
+  """Processor dict -> (cfg with the image token id set, so the inline layout;
+  image [B,I,height,width,3], ids_BT, mask_ar_BT, valid_BT), after checking it fits the model."""
+  unknown = sorted(set(inputs) - set(_INPUT_KEYS))
+  if unknown:
+    raise TypeError(f"hf: unsupported processor output(s) {unknown}; this family takes {_INPUT_KEYS}")
+  if "input_ids" not in inputs or "pixel_values" not in inputs:
+    raise KeyError("hf: the processor dict needs input_ids and pixel_values")
+  cfg = model.cfg
+  family = family_of(cfg)
+  ids_BT = _to_numpy(inputs["input_ids"], np.int32)
+  B = ids_BT.shape[0]
+  valid_BT = _to_numpy(inputs["attention_mask"], np.int32) if "attention_mask" in inputs else np.ones_like(ids_BT)
+  pixels = _to_numpy(inputs["pixel_values"], np.float32)
+  if pixels.ndim == 4 and pixels.shape[0] % B == 0:  # PaliGemma: images of all rows in one batch
+    pixels = pixels.reshape(B, pixels.shape[0] // B, *pixels.shape[1:])
+  if pixels.ndim != 5 or pixels.shape[:1] != (B,) or pixels.shape[2] != 3:
+    raise ValueError(f"hf: pixel_values {pixels.shape} should be [B,3,height,width] or "
+                     f"[B,images,3,height,width] with B={B}")
+  P, I = cfg.num_image_tokens, pixels.shape[1]
+  real_BI = np.ones((B, I), bool)
+  if family == "paligemma":
+    tt = inputs.get("token_type_ids")
+    mask_ar_BT = _to_numpy(tt, np.int32) if tt is not None else np.ones_like(ids_BT)  # HF: none = causal
+    token = cfg.image_token_id if cfg.image_token_id is not None else _leading_token(ids_BT, valid_BT, P * I)
+  else:  # Idefics3 is causal throughout; all-zero images are the processor's padding (HF drops them)
+    mask_ar_BT, token = np.ones_like(ids_BT), cfg.image_token_id
+    real_BI = ~(pixels == 0).all(axis=(2, 3, 4))
+    pam = inputs.get("pixel_attention_mask")
+    if pam is not None and not _to_numpy(pam, bool)[real_BI].all():
+      raise ValueError("hf: images with padded pixels (pixel_attention_mask partly 0) are not supported; "
+                       "they come from processor settings that do not resize to the vision tower's size")
+  counts_B = (ids_BT == token).sum(axis=1)
+  if (counts_B != real_BI.sum(axis=1) * P).any():
+    raise ValueError(f"hf: rows hold {counts_B.tolist()} image tokens (id {token}) but their images need "
+                     f"{(real_BI.sum(axis=1) * P).tolist()} ({P} per image)")
+  image = pixels.transpose(0, 1, 3, 4, 2)
+  return dataclasses.replace(cfg, image_token_id=token), image, ids_BT, mask_ar_BT, valid_BT
+
+
+def _leading_token(ids_BT, valid_BT, count) -> int:
+  """PaliGemma layout: each row's first `count` real tokens are one image token id."""
+  first = [row[v.astype(bool)][:count] for row, v in zip(ids_BT, valid_BT)]
+  found = {int(t) for f in first for t in f}
+  if len(found) != 1 or any(len(f) != count for f in first):
+    raise ValueError(f"hf: expected every row to start with {count} copies of the image token "
+                     f"(PaliGemma layout); found ids {sorted(found)[:5]}")
+  return found.pop()
+
+
+@functools.lru_cache(maxsize=8)
+def _forward(cfg):
+  model = VLM(cfg)
+  return jax.jit(lambda p, *a: model.apply({"params": p}, *a)[0])
+
+
+def logits_from_hf_inputs(model: VLM, params, **inputs) -> np.ndarray:
+  """float32 logits [B,T,V] for exactly the dict a transformers processor returns.
+
+  PaliGemma: input_ids, attention_mask, pixel_values [B,3,height,width], token_type_ids
+  (prefix 0, suffix 1; without them HF is causal throughout, and so is this). SmolVLM/Idefics3:
+  pixel_values [B,I,3,height,width] (all-zero images are padding), pixel_attention_mask.
+  Positions with attention_mask 0 hold meaningless values (as in transformers).
+  """
+  cfg, image, ids_BT, mask_ar_BT, valid_BT = inline_inputs(model, inputs)
+  logits_BTV = _forward(cfg)(nn.meta.unbox(params), image, ids_BT, mask_ar_BT, valid_BT)
+  return np.asarray(jax.device_get(logits_BTV), np.float32)

@@ -1,0 +1,132 @@
+"""Tiny random transformers families (PaliGemma, PaliGemma 2, SmolVLM) saved as checkpoint directories.
+
+Built with transformers' own config/model classes, saved with `save_pretrained`, and fed
+batches from real processors (built offline around a tiny word-level tokenizer). Every weight,
+norms and biases included, is randomised so that a swapped mapping cannot hide.
+"""
+import dataclasses
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
+                          Idefics3Processor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
+                          PaliGemmaProcessor, PreTrainedTokenizerFast, SiglipImageProcessorPil)
+
+from leaml_jax.models import hf
+
+WINDOW = 24     # PaliGemma 2 sliding window: prompts fit in it, prompt + answer do not
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              image_size=32, patch_size=8)
+TEXT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=12)
+
+
+def word_tokenizer(specials):
+  words = ["<pad>", "<eos>", "<bos>", "<unk>", "\n"] + [f"w{i}" for i in range(60)]
+  tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "removed"),
+                                               pre_tokenizers.Split("\n", "isolated")])
+  t = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                              pad_token="<pad>", unk_token="<unk>")
+  if specials:
+    t.add_special_tokens({"additional_special_tokens": specials})
+  return t
+
+
+def randomise(model, seed):
+  """Kernels ~ N(0, 1/fan_in) (clear greedy winners, unlike HF's 0.02 init); 1-D params jittered."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for p in model.parameters():
+      if p.ndim == 1:
+        p.add_(0.1 * torch.randn(p.shape, generator=g))
+      else:
+        p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(np.prod(p.shape[1:])))
+    # Full-size (tied) embeddings dominate the residual stream and greedy decoding then repeats
+    # its input token forever; smaller ones give varied continuations to compare.
+    model.get_input_embeddings().weight.mul_(0.3)
+  return model.eval()
+
+
+def words(rng, n):
+  return " ".join(f"w{i}" for i in rng.integers(0, 60, n))
+
+
+def images(rng, sizes):
+  return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+@dataclasses.dataclass
+class Family:
+  name: str
+  hf_model: object
+  processor: object
+  directory: Path
+
+  @functools.cached_property
+  def loaded(self):
+    return hf.load(self.directory, dtype="float32")
+
+  def batch(self, purpose, padding_side):
+    """Processor output: "logits" (prompt + answer, several lengths) or "generate" (prompts only)."""
+    rng = np.random.default_rng(len(purpose))
+    self.processor.tokenizer.padding_side = padding_side
+    kw = dict(return_tensors="pt", padding="longest")
+    if self.name.startswith("paligemma"):
+      prompts = ["<image>" + words(rng, 5), "<image>" + words(rng, 2)]
+      if purpose == "logits":
+        kw["suffix"] = [words(rng, 14), words(rng, 6)]
+      return self.processor(images=images(rng, [(40, 50), (30, 20)]), text=prompts, **kw)
+    text = [f"<image>{words(rng, 2)}<image>{words(rng, 3)}\n", f"{words(rng, 1)}<image>{words(rng, 2)}"]
+    if purpose == "logits":
+      text = [t + words(rng, 4) for t in text]
+    return self.processor(images=[images(rng, [(40, 50), (20, 30)]), images(rng, [(30, 30)])], text=text, **kw)
+
+  @functools.cached_property
+  def logits(self):
+    """(transformers, ours, attention_mask) on the "logits" batch."""
+    inputs = self.batch("logits", "left" if self.name == "paligemma2" else "right")
+    with torch.no_grad():
+      ref = self.hf_model(**inputs).logits.numpy()
+    model, params, _ = self.loaded
+    return ref, hf.logits_from_hf_inputs(model, params, **inputs), inputs["attention_mask"].numpy().astype(bool)
+
+
+def _paligemma(name, directory):
+  text = dict(TEXT, model_type="gemma", vocab_size=1280)
+  if name == "paligemma2":
+    text.update(model_type="gemma2", sliding_window=WINDOW, query_pre_attn_scalar=16,
+                attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+  ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+  ip.image_seq_length = 16
+  processor = PaliGemmaProcessor(image_processor=ip, tokenizer=word_tokenizer([]))
+  assert len(processor.tokenizer) <= 1280  # the processor adds <image> and 1152 <loc>/<seg> tokens
+  cfg = PaliGemmaConfig(vision_config=dict(VISION, vision_use_head=False), text_config=text,
+                        image_token_index=processor.image_token_id, vocab_size=1280, projection_dim=48,
+                        hidden_size=48)
+  model = randomise(PaliGemmaForConditionalGeneration(cfg), seed=len(name))
+  return model, processor
+
+
+def _smolvlm(directory):
+  rows = [f"<row_{i}_col_{j}>" for i in (1, 2) for j in (1, 2)]
+  tok = word_tokenizer(["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *rows])
+  ip = Idefics3ImageProcessorPil(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
+                                 do_image_splitting=True)
+  processor = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4)
+  cfg = Idefics3Config(vision_config=VISION, text_config=dict(TEXT, model_type="llama", vocab_size=128),
+                       scale_factor=2, image_token_id=tok.convert_tokens_to_ids("<image>"))
+  return randomise(Idefics3ForConditionalGeneration(cfg), seed=3), processor
+
+
+@functools.lru_cache(maxsize=None)
+def family(name) -> Family:
+  directory = Path(tempfile.mkdtemp(prefix=f"hf_{name}_"))
+  model, processor = _smolvlm(directory) if name == "smolvlm" else _paligemma(name, directory)
+  model.save_pretrained(directory, safe_serialization=True)
+  processor.save_pretrained(directory)
+  return Family(name, model, processor, directory)
