@@ -3,7 +3,7 @@ I/O, random streams; and the run's methods (LEAML, its ablations, the baselines)
 directories their artifacts live in.
 
 config.model.path set: model, tokenizer and data layout come from that HF checkpoint directory
-(models/hf, data/hf_encode.py); else the tiny preset and the BPE trained by `prepare`.
+(models/hf/, data/hf_encode.py); else the tiny preset and the BPE trained by `prepare`.
 """
 from __future__ import annotations
 

@@ -30,6 +30,10 @@ def run(ctx) -> None:
     if free:  # free-text answers (Kvasir-VQA): BLEU and ROUGE-L next to exact match
       result.update(scoring.text_metrics(*zip(*free)))
     result["method"] = method
+    # Per question, for intervals (bootstrap over test images, paired across methods).
+    result["correct"] = [int(scoring.is_correct(p, g["answer"], g.get("type"), g.get("options")))
+                         for p, g in zip(preds, golds)]
+    result["image_ids"] = [r["image_id"] for r in test]
     result["examples"] = [{"id": r["id"], "question": r["prompt"], "gold": r["answer"], "pred": p}
                           for r, p in list(zip(test, preds))[:20]]
     artifacts.write_json(out_path, result)
