@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from leaml_jax import defaults, losses, neurons, optim, sharding as shd, train
+from leaml_jax.data import datasets
+from leaml_jax.data.datasets import synthetic
 from leaml_jax.stages.adapt import parse_pseudo_qa
 from tests import helpers
 
@@ -131,17 +133,22 @@ def test_relevance_matches_reference_and_is_sharding_invariant(score):
   assert (s1["llm/layers/mlp"] > 0).any()
 
 
+_RULES = {d: datasets.pseudo_qa_rule(d, synthetic.generate_examples(d, "train", 40, seed=0))
+          for d in ("synthetic_sports", "synthetic_endoscopy")}  # labelled: 40 images each
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_pseudo_qa_parser_never_raises(text):
-  for domain in ("synthetic_sports", "synthetic_endoscopy"):
-    out = parse_pseudo_qa(domain, text, np.random.default_rng(0))
+  for rule in _RULES.values():
+    out = parse_pseudo_qa(text, rule, np.random.default_rng(0))
     assert out in ("unparsable", "invalid") or isinstance(out, dict)
 
 
 def test_pseudo_qa_parser_builds_valid_options():
   rng = np.random.default_rng(0)
-  out = parse_pseudo_qa("synthetic_sports", "What sport is being played? answer: hockey", rng)
+  rule = _RULES["synthetic_sports"]
+  out = parse_pseudo_qa("What sport is being played? answer: hockey", rule, rng)
   assert out["options"][out["answer"]] == "hockey" and len(out["options"]) == 4
-  assert parse_pseudo_qa("synthetic_sports", "What sport is being played? answer: golf", rng) == "invalid"
-  assert parse_pseudo_qa("synthetic_sports", "no answer tag here", rng) == "unparsable"
+  assert parse_pseudo_qa("What sport is being played? answer: golf", rule, rng) == "invalid"
+  assert parse_pseudo_qa("no answer tag here", rule, rng) == "unparsable"

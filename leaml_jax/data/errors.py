@@ -1,4 +1,4 @@
-"""The one error type the data layer raises for bad input data."""
+"""The errors the data layer raises for bad or missing input data (user errors: exit 2)."""
 
 
 class DataError(ValueError):
@@ -7,3 +7,11 @@ class DataError(ValueError):
   def __init__(self, example_id, problem: str):
     self.example_id = example_id
     super().__init__(f"example {example_id!r}: {problem}")
+
+
+class MissingDataError(FileNotFoundError):
+  """The dataset's files are not where the config says."""
+
+
+class DataSizeError(MissingDataError):
+  """Too little usable data to build the dataset."""

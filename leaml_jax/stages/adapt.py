@@ -13,8 +13,7 @@ import jax
 import numpy as np
 
 from leaml_jax import checkpoint, generate as gen_lib, lora, losses, neurons, optim, train
-from leaml_jax.data import pipeline, prompts, real, synthetic
-from leaml_jax.data.qa_common import mc_options
+from leaml_jax.data import datasets, encoders, pipeline, prompts, records as records_lib
 from leaml_jax.metrics import MetricWriter, progress
 from leaml_jax.stages import captions as captions_stage, common, prepare
 
@@ -39,7 +38,7 @@ class ZipIterator:
 
 def dataset(ctx, records, batch_size, *, seed_name):
   return pipeline.make_dataset(records, ctx.encoder, batch_size=batch_size,
-                               text_len=ctx.config.data.text_len, seed=_seed(ctx, seed_name))
+                               seed=_seed(ctx, seed_name))
 
 
 def _seed(ctx, name: str) -> int:
@@ -99,10 +98,10 @@ def run_relevance(ctx) -> None:
   c = ctx.config.neurons
   params = ctx.load_params("base")
   exs = prepare.examples(ctx, "labeled")
-  records = pipeline.qa_gen_records(exs)
+  records = records_lib.qa_gen_records(exs)
   bs = min(c.batch_size, len(records))
   ds = pipeline.make_dataset(records, ctx.encoder, batch_size=bs, shuffle=False, num_epochs=1,
-                             text_len=ctx.config.data.text_len, seed=0, drop_remainder=False)
+                             seed=0, drop_remainder=False)
   batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs]
   batches = batches or [next(iter(ds))]
   scores = neurons.relevance(ctx.model, params, progress(batches, desc="relevance", leave=False),
@@ -144,10 +143,10 @@ def run_qa_generator(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   c = ctx.config
   g = c.qa_generator
   params = ctx.load_params("base")
-  qa_records = pipeline.qa_gen_records(prepare.examples(ctx, "labeled"))
+  qa_records = records_lib.qa_gen_records(prepare.examples(ctx, "labeled"))
   caps = captions_stage.captions(ctx)
   unl = [ex for ex in prepare.examples(ctx, "unlabeled") if ex["id"] in caps]
-  cap_records = pipeline.caption_records([{**ex, "caption": caps[ex["id"]]} for ex in unl])
+  cap_records = records_lib.caption_records([{**ex, "caption": caps[ex["id"]]} for ex in unl])
   name = variant.prefix + "qa_generator"
   if not variant.distill:
     params = lm_finetune(ctx, name, params=params, tcfg=g, records=qa_records)
@@ -177,7 +176,7 @@ def generate_texts(ctx, params, records, *, batch_size, max_new_tokens, temperat
     chunk = records[start:start + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
     r = None if rng is None else jax.random.fold_in(rng, start)
-    batch = pipeline.prompt_batch(padded, ctx.encoder, ctx.config.data.text_len)
+    batch = encoders.prompt_batch(padded, ctx.encoder)
     tokens, lp = gen_lib.generate(ctx.model, params, batch, max_new_tokens=max_new_tokens,
                                   eos_id=tok.eos_id, pad_id=tok.pad_id, temperature=temperature,
                                   top_p=top_p, rng=r, return_logprobs=True)
@@ -196,7 +195,6 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   4. validate against the dataset's formats, drop answers under `min_confidence`.
   Counts per reason go to pseudo_qa_stats.json; nothing here raises on odd model output."""
   c = ctx.config.pseudo_qa
-  domain = ctx.config.data.domain
   params = ctx.load_params(variant.prefix + "qa_generator")
   unl = prepare.examples(ctx, "unlabeled")
   gen_prompt = prompts.qa_gen_prompt()
@@ -233,12 +231,10 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
     for x, a, lp in zip(cands, answers, logps):
       x["qa"], x["logp"] = (x["qa"][0], a.strip(), x["qa"][2]), lp
   rng = np.random.default_rng(ctx.config.seed)
-  rule = None
-  if ctx.config.data.source != "synthetic":
-    rule = real.pseudo_qa_rule(ctx.config.data.source, prepare.examples(ctx, "labeled"))
+  rule = datasets.pseudo_qa_rule(datasets.name_of(ctx.config.data), prepare.examples(ctx, "labeled"))
   kept = []
   for x in cands:
-    qa = parse_pseudo_qa(domain, prompts.qa_gen_target(*x["qa"]), rng, rule)
+    qa = parse_pseudo_qa(prompts.qa_gen_target(*x["qa"]), rule, rng)
     if isinstance(qa, str):
       dropped[qa] += 1
       continue
@@ -253,27 +249,16 @@ def run_pseudo_qa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
                      "answer": c.answer, "images_with_pseudo_qa": len({r["image_id"] for r in kept})})
 
 
-def parse_pseudo_qa(domain: str, text: str, rng: np.random.Generator, rule=None) -> dict | str:
+def parse_pseudo_qa(text: str, rule, rng: np.random.Generator) -> dict | str:
   """Generated text -> {"question", "answer", "options", "type"}, or the reason it is dropped
-  ("unparsable" | "invalid"). Multiple-choice questions are generated with the answer's text;
-  their four options are drawn here from the question's option set (format, not knowledge).
-  `rule` (real datasets, `real.pseudo_qa_rule`) replaces the synthetic domain's templates.
+  ("unparsable" | "invalid"). `rule` (datasets.pseudo_qa_rule, built from the labelled
+  examples) judges validity; multiple-choice questions are generated with the answer's text and
+  the rule draws their options from the labelled option texts (format, not knowledge).
   Never raises."""
   parsed = prompts.parse_qa_gen(text)
   if parsed is None:
     return "unparsable"
-  question, answer, options = parsed
-  if rule is not None:
-    return rule(question, answer, options, rng) or "invalid"
-  template = synthetic.match_template(domain, question)
-  if template is not None and template.options and options is None:
-    if answer not in template.answers:
-      return "invalid"
-    answer, options = mc_options(rng, answer, template.answers)
-  qtype = synthetic.validate_qa(domain, question, answer, options)
-  if qtype is None:
-    return "invalid"
-  return {"question": question, "answer": answer, "options": options, "type": qtype}
+  return rule(*parsed, rng) or "invalid"
 
 
 def pseudo_records(ctx, variant: Variant) -> list[dict]:
@@ -289,7 +274,7 @@ def pseudo_records(ctx, variant: Variant) -> list[dict]:
 
 def vqa_records(ctx, pool: str) -> list[dict]:
   """Labelled VQA records of a pool; multiple choice answered by option text or letter."""
-  return pipeline.vqa_records(prepare.examples(ctx, pool), mc_target=ctx.config.data.mc_answer)
+  return records_lib.vqa_records(prepare.examples(ctx, pool), mc_answer=ctx.config.data.mc_answer)
 
 
 def run_vqa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
@@ -298,8 +283,7 @@ def run_vqa(ctx, variant: Variant = VARIANTS["leaml"]) -> None:
   labeled = vqa_records(ctx, "labeled")
   pseudo = pseudo_records(ctx, variant)
   name = variant.prefix + "vqa"
-  L = ctx.config.data.text_len
-  mk = lambda recs, s: pipeline.make_dataset(recs, ctx.encoder, batch_size=None, text_len=L,
+  mk = lambda recs, s: pipeline.make_dataset(recs, ctx.encoder, batch_size=None,
                                              seed=_seed(ctx, name + s))
   if pseudo and v.pseudo_weight > 0:
     ds = pipeline.mix([mk(labeled, "/labeled"), mk(pseudo, "/pseudo")],

@@ -1,7 +1,7 @@
 """Stage `base`: the base VLM -> base/params (orbax)."""
 from __future__ import annotations
 
-from leaml_jax.data import pipeline
+from leaml_jax.data import records as records_lib
 from leaml_jax.errors import CheckpointError
 from leaml_jax.stages import adapt, prepare
 
@@ -14,8 +14,8 @@ def run(ctx) -> None:
     ctx.save_params("base", import_checkpoint(ctx))
     return
   exs = prepare.examples(ctx, "general")
-  records = (pipeline.vqa_records(exs) + pipeline.caption_records(exs, key="gt_caption")
-             + pipeline.qa_gen_records(exs))
+  records = (records_lib.vqa_records(exs) + records_lib.caption_records(exs, key="gt_caption")
+             + records_lib.qa_gen_records(exs))
   params = adapt.lm_finetune(ctx, "base", params=ctx.init_params(ctx.rng("init")), tcfg=c.base,
                              records=records)
   ctx.save_params("base", params)

@@ -5,6 +5,7 @@ import logging
 import os
 
 from leaml_jax.config_lib import ConfigError
+from leaml_jax.data import datasets
 from leaml_jax.errors import CheckpointError
 from leaml_jax.metrics import progress
 from leaml_jax.stages import common, prepare
@@ -25,10 +26,10 @@ def run(ctx) -> None:
     rows = _read_caption_file(c.path, {ex["id"] for ex in pool})
   elif c.teacher_path:
     rows = teacher_captions(ctx, pool)
-  elif ctx.config.data.source == "synthetic":
+  elif datasets.ships_captions(datasets.name_of(ctx.config.data)):
     rows = [{"image_id": ex["id"], "caption": ex["caption"]} for ex in pool]
   else:
-    raise ConfigError(f"config.data.source={ctx.config.data.source!r} has no teacher captions: set "
+    raise ConfigError(f"{datasets.name_of(ctx.config.data)} has no teacher captions: set "
                       "config.captions.path (JSONL of {\"image_id\", \"caption\"}) or "
                       "config.captions.teacher_path (a local HF checkpoint of a teacher VLM)")
   common.write_jsonl(ctx.path("data", "captions.jsonl"), rows)
@@ -38,21 +39,21 @@ def teacher_captions(ctx, pool: list[dict]) -> list[dict]:
   """Greedy captions of every image in `pool` by the teacher checkpoint, with its family's caption
   prompt, in fixed-shape batches (the last one padded) through the jitted generation engine."""
   from leaml_jax import generate
-  from leaml_jax.data import hf_encode, pipeline, prompts
+  from leaml_jax.data import encoders, prompts
   from leaml_jax.models import hf
   c = ctx.config.captions
   model, params, processor = hf.load(c.teacher_path, mesh=ctx.mesh, **ctx.model_options())
   if processor is None:
     raise CheckpointError(f"config.captions.teacher_path={c.teacher_path}: no tokenizer / processor files "
                           "next to config.json; the teacher needs them to read images and write text")
-  enc = hf_encode.HFEncoder(processor, text_len=_PROMPT_ROOM)
+  enc = encoders.HFEncoder(processor, text_len=_PROMPT_ROOM)
   tok, prompt = enc.tokenizer, prompts.caption_prompt(enc.family)
   rows, empty = [], 0
   for start in progress(range(0, len(pool), c.batch_size), desc="teacher captions", leave=False):
     chunk = pool[start:start + c.batch_size]
     padded = chunk + [chunk[-1]] * (c.batch_size - len(chunk))
-    batch = pipeline.prompt_batch([{"image": ex["image"], "prompt": prompt, "id": ex["id"]} for ex in padded],
-                                  enc, _PROMPT_ROOM)
+    batch = encoders.prompt_batch([{"image": ex["image"], "prompt": prompt, "id": ex["id"]} for ex in padded],
+                                  enc)
     tokens = generate.generate(model, params, batch, max_new_tokens=c.max_new_tokens, eos_id=tok.eos_id,
                                pad_id=tok.pad_id)
     for ex, t in zip(chunk, tokens):

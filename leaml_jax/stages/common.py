@@ -73,7 +73,7 @@ class Context:
 
   # -- model ------------------------------------------------------------------
   # config.model.path set: model, tokenizer and data layout come from that HF checkpoint
-  # directory (models/hf.py, data/hf_encode.py); else the tiny preset + the trained BPE.
+  # directory (models/hf.py, data/encoders/hf.py); else the tiny preset + the trained BPE.
   @functools.cached_property
   def processor(self):
     """The HF checkpoint's transformers processor (config.model.path runs), else None."""
@@ -99,9 +99,9 @@ class Context:
 
   @functools.cached_property
   def encoder(self):
-    """Examples -> fixed-shape arrays (pipeline.make_dataset / prompt_batch take it as `tok`)."""
-    from leaml_jax.data import pipeline
-    return pipeline.encoder_for(self.tokenizer, self.config.data.text_len)
+    """Examples -> fixed-shape arrays (pipeline.make_dataset / encoders.prompt_batch take it)."""
+    from leaml_jax.data import encoders
+    return encoders.encoder_for(self.tokenizer, self.config.data.text_len)
 
   @functools.cached_property
   def model_cfg(self):

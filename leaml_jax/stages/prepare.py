@@ -4,7 +4,7 @@ Artifacts: data/tfds/ (ArrayRecord), data/tokenizer.json, data/splits.json.
 
 config.data.source picks the target dataset: `synthetic` (the domain config.data.domain,
 generated here) or a real dataset built from the files under config.data.path
-(`kvasir_vqa`, `sportu_video`: leaml_jax/data/real.py). Its train images are split into a
+(`kvasir_vqa`, `sportu_video`: leaml_jax/data/datasets). Its train images are split into a
 labelled subset (config.data.label_fraction, seeded by config.seed) and the unlabelled pool;
 its test split is fixed by the dataset build. All three are lists of image ids.
 """
@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from leaml_jax.data import builders, frames, pipeline, prompts, real, tokenizer as tok_lib
+from leaml_jax.data import datasets, frames, tokenizer as tok_lib
 from leaml_jax.stages import common
 
 DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and trains models
@@ -23,22 +23,15 @@ DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and tra
 def run(ctx) -> None:
   c = ctx.config
   data_dir = ctx.path("data", "tfds")
-  build = lambda domain, n, n_test: builders.build(
-      domain, data_dir, num_train=n, num_test=n_test, seed=DATA_SEED,
-      caption_error_rate=c.data.caption_error_rate, image_size=c.data.image_size)
-  if c.data.source == "synthetic":
-    dataset, target = c.data.domain, build(c.data.domain, c.data.num_train, c.data.num_test)
-  else:
-    dataset = c.data.source
-    target = real.build(c.data.source, c.data.path, data_dir, image_size=c.data.image_size,
-                        num_frames=c.data.num_frames, test_fraction=c.data.test_fraction,
-                        seed=DATA_SEED)
+  dataset = datasets.name_of(c.data)
+  target = datasets.build(dataset, data_dir, c.data, seed=DATA_SEED)
   # The demo base is pre-trained on the general domain; a real base (model.path) is imported.
-  general = build(c.base.domain, c.base.num_images, 100) if (
+  general = datasets.build(c.base.domain, data_dir, c.data, seed=DATA_SEED,
+                           num_train=c.base.num_images, num_test=100) if (
       "base" in c.stages and not c.model.path) else ""
 
-  train_ids = builders.load_source(target, "train").ids()
-  test_ids = builders.load_source(target, "test").ids()
+  train_ids = datasets.load_source(target, "train").ids()
+  test_ids = datasets.load_source(target, "test").ids()
   rng = np.random.default_rng(c.seed)
   n_lab = max(1, int(round(c.data.label_fraction * len(train_ids))))
   order = rng.permutation(len(train_ids))
@@ -52,24 +45,16 @@ def run(ctx) -> None:
 
 
 def write_tokenizer(ctx) -> None:
-  """data/tokenizer.json for the tiny model (config.model.path empty).
-
-  Synthetic: the demo tokenizer of the three synthetic worlds. Real datasets: a BPE trained on
-  the text this run may learn from: the labelled QA (as the exact prompts/targets the model is
-  trained on) and the teacher captions file, never unlabelled or test answers.
+  """data/tokenizer.json for the tiny model (config.model.path empty): a BPE trained on the
+  dataset's tokenizer corpus (datasets.tokenizer_corpus) and the teacher captions file.
   With config.model.path set nothing is written: the checkpoint brings its own tokenizer
   (models.hf; Context.tokenizer is the hook that must read it from there)."""
   c = ctx.config
   path = ctx.path("data", "tokenizer.json")
   if c.model.path:
     return
-  if c.data.source == "synthetic":
-    tok_lib.synthetic_tokenizer(path, vocab_size=c.data.vocab_size)
-    return
-  exs = examples(ctx, "labeled")
-  texts = [prompts.caption_prompt(), prompts.qa_gen_prompt()]
-  for r in pipeline.vqa_records(exs, mc_target=c.data.mc_answer) + pipeline.qa_gen_records(exs):
-    texts += [r["prompt"], r["target"]]
+  texts = datasets.tokenizer_corpus(datasets.name_of(c.data), examples(ctx, "labeled"),
+                                    mc_answer=c.data.mc_answer)
   if c.captions.path and os.path.exists(c.captions.path):
     texts += [str(r.get("caption", "")) for r in common.read_jsonl(c.captions.path)
               if isinstance(r, dict)]
@@ -102,12 +87,12 @@ def examples(ctx, which: str) -> list[dict]:
   """Decoded examples of one pool: labeled | unlabeled | test | general."""
   s = splits(ctx)
   if which == "general":
-    return _all(builders.load_source(s["general_dir"], "train"))
+    return _all(datasets.load_source(s["general_dir"], "train"))
   split = "test" if which == "test" else "train"
   wanted = set(s[which])
   cached = getattr(ctx, "_examples_cache", {})
   if split not in cached:
     cached[split] = [model_view(ex, ctx.config.data)
-                     for ex in _all(builders.load_source(s["target_dir"], split))]
+                     for ex in _all(datasets.load_source(s["target_dir"], split))]
     ctx._examples_cache = cached
   return [ex for ex in cached[split] if ex["id"] in wanted]
