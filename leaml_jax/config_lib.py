@@ -50,14 +50,7 @@ def validate(c) -> None:
   elif vf > 1:
     if c.data.frames != "blocks":
       errs.append(f"config.model.vit_frames={vf} needs clips as frames: set config.data.frames=blocks")
-    if c.data.source != "synthetic":
-      clip_frames = c.data.num_frames
-    elif c.data.domain == "synthetic_sports":
-      from leaml_jax.data.synth_sports import NUM_FRAMES as clip_frames
-    else:
-      clip_frames = vf  # still images: the tower repeats them
-    if clip_frames != vf:
-      errs.append(f"config.model.vit_frames={vf} must equal the clips' frame count {clip_frames}")
+  # vit_frames against the dataset's clip length: data.datasets.check_config.
   if not 0.0 <= c.pseudo_qa.min_confidence <= 1.0:
     errs.append(f"config.pseudo_qa.min_confidence={c.pseudo_qa.min_confidence} must be in [0, 1]")
   if not 0.0 <= c.vqa.pseudo_weight < 1.0:

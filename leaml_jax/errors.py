@@ -15,6 +15,14 @@ class DataError(ValueError):
     super().__init__(f"example {example_id!r}: {problem}")
 
 
+class MissingDataError(FileNotFoundError):
+  """The dataset's files are not where the config says."""
+
+
+class DataSizeError(MissingDataError):
+  """Too little usable data to build the dataset."""
+
+
 class CheckpointError(RuntimeError):
   """Missing or mismatched checkpoint (the message says which directory and what to do)."""
 

@@ -21,7 +21,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
-from leaml_jax.data import pipeline
+from leaml_jax.data import encoders
 from leaml_jax.metrics import progress
 from leaml_jax.models.vlm import VLM
 
@@ -176,7 +176,7 @@ def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: in
 def generate_texts(model: VLM, params, records, *, encoder, batch_size: int, max_new_tokens: int,
                    temperature: float = 0.0, top_p: float = 1.0, rng=None, desc: str = "generate"):
   """Texts for records {"image", "prompt", "forced"?, "id"?} in fixed-shape batches (the last one
-  padded with copies of its last record), laid out by `encoder` (data.pipeline.prompt_batch: a
+  padded with copies of its last record), laid out by `encoder` (data.encoders.prompt_batch: a
   `forced` text is written as the answer's start and generation continues it).
   -> (texts, each text's summed log-probability as in `generate`)."""
   tok = encoder.tokenizer
@@ -184,7 +184,7 @@ def generate_texts(model: VLM, params, records, *, encoder, batch_size: int, max
   for start in progress(range(0, len(records), batch_size), desc=desc, leave=False):
     chunk = records[start:start + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-    batch = pipeline.prompt_batch(padded, encoder, encoder.text_len)
+    batch = encoders.prompt_batch(padded, encoder)
     tokens, lp = generate(model, params, batch, max_new_tokens=max_new_tokens, eos_id=tok.eos_id,
                           pad_id=tok.pad_id, temperature=temperature, top_p=top_p,
                           rng=None if rng is None else jax.random.fold_in(rng, start),

@@ -33,9 +33,8 @@ def enable_compilation_cache() -> None:
 def main(config, workdir: str) -> dict:
   """Run the configured stages; returns {stage: seconds} of the stages run now."""
   config_lib.validate(config)
-  if config.data.source != "synthetic":  # a real dataset's files must be there before any work
-    from leaml_jax.data import real
-    real.check_config(config, workdir)
+  from leaml_jax.data import datasets
+  datasets.check_config(config, workdir)  # the dataset's files must be there before any work
   if "://" in workdir:
     raise ConfigError(f"--workdir={workdir}: remote workdirs are not supported yet; use a local "
                       f"path and copy the results (launch/tpu_vm.sh syncs to a bucket)")

@@ -47,7 +47,7 @@ def main():
 
   import jax  # after argument parsing: the parent set XLA_FLAGS for one device
   from leaml_jax import checkpoint, defaults, losses, optim, sharding as shd, train
-  from leaml_jax.data import pipeline, tokenizer as tok_lib
+  from leaml_jax.data import encoders, pipeline, tokenizer as tok_lib
   from tests import helpers
 
   class KillingCheckpointer(checkpoint.Checkpointer):
@@ -65,8 +65,8 @@ def main():
                                 weight_decay=0.1)
   tx = optim.make_optimizer(ocfg, params)
   state, shardings = train.create_state(params, tx, mesh)
-  data_iter = iter(pipeline.make_dataset(make_records(), tok, batch_size=4, text_len=24, seed=0,
-                                         shard_index=0, shard_count=1))
+  data_iter = iter(pipeline.make_dataset(make_records(), encoders.encoder_for(tok, 24), batch_size=4,
+                                         seed=0, shard_index=0, shard_count=1))
 
   ckpt = KillingCheckpointer(os.path.join(args.workdir, "ckpt"), save_every=2)
   if ckpt.latest_step() is not None:

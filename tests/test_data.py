@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from leaml_jax.data import DataError, builders, pipeline, prompts, synthetic, tokenizer
+from leaml_jax.data import DataError, datasets, encoders, packing, pipeline, prompts, records
+from leaml_jax.data import tokenizer
+from leaml_jax.data.datasets import base, synthetic
+from leaml_jax.data.datasets.synthetic import builder as synthetic_builder
 
 DOMAINS = synthetic.DOMAINS
 
@@ -196,7 +199,7 @@ def test_caption_claims_are_what_the_caption_says():
   f = {"category": "polyp", "procedure": "colonoscopy", "green_box": True, "instruments": [],
        "lesions": [{"kind": "polyp", "color": "red", "size": "<5mm", "location": "upper-left"},
                    {"kind": "polyp", "color": "red", "size": "<5mm", "location": "center"}]}
-  text, _ = synthetic.synth_endoscopy.caption(f, np.random.default_rng(0), 0.0)
+  text, _ = synthetic.endoscopy.caption(f, np.random.default_rng(0), 0.0)
   assert text == ("a pink tunnel wall with two tiny red bumps at top left and middle and "
                   "a green square in the corner.")
 
@@ -266,23 +269,24 @@ def test_show_grid(tmp_path):
 # --- TFDS / ArrayRecord -----------------------------------------------------------------
 
 def test_tfds_roundtrip(tmp_path):
-  path = builders.build("synthetic_sports", str(tmp_path), num_train=5, num_test=2, seed=1)
-  train = builders.load_source(path, "train")
-  assert len(train) == 5 and len(builders.load_source(path, "test")) == 2
+  path = synthetic_builder.build("synthetic_sports", str(tmp_path), num_train=5, num_test=2,
+                                 seed=1)
+  train = datasets.load_source(path, "train")
+  assert len(train) == 5 and len(datasets.load_source(path, "test")) == 2
   assert train.ids() == [f"sports-train-{i:06d}" for i in range(5)]
   want = synthetic.generate_examples("synthetic_sports", "train", 5, 1)
   for i, w in enumerate(want):
     got = train[i]
     assert got["image"].dtype == np.uint8 and np.array_equal(got["image"], w["image"])
     assert got["qa"] == w["qa"] and got["facts"] == w["facts"] and got["caption"] == w["caption"]
-  name = "synthetic_sports/" + builders.config_name(5, 2, 1, 0.15, 32, 5)
-  assert len(builders.load_source(name, "test", str(tmp_path))) == 2
+  name = "synthetic_sports/" + synthetic_builder.config_name(5, 2, 1, 0.15, 32, 5)
+  assert len(datasets.load_source(name, "test", str(tmp_path))) == 2
   with pytest.raises(FileNotFoundError, match="build it first"):
-    builders.load_source("synthetic_general/nope", "train", str(tmp_path))
+    datasets.load_source("synthetic_general/nope", "train", str(tmp_path))
 
 
 def _raw(**over):
-  raw = builders.to_record(examples("synthetic_endoscopy")[0])
+  raw = base.to_record(examples("synthetic_endoscopy")[0])
   raw = {k: (v.encode() if isinstance(v, str) else v) for k, v in raw.items()}
   raw["qa"] = {k: [q[k].encode() for q in raw["qa"]] for k in raw["qa"][0]}
   raw.update(over)
@@ -291,7 +295,7 @@ def _raw(**over):
 
 def test_bad_source_examples_raise_naming_the_id():
   types = set(synthetic.question_types("synthetic_endoscopy"))
-  assert builders.decode_example(_raw(), types)["qa"] == examples("synthetic_endoscopy")[0]["qa"]
+  assert base.decode_example(_raw(), types)["qa"] == examples("synthetic_endoscopy")[0]["qa"]
   bad_qa = _raw()["qa"]
   cases = {
       "missing image bytes": _raw(id=b"ex-1", image=b""),
@@ -301,11 +305,11 @@ def test_bad_source_examples_raise_naming_the_id():
   }
   for problem, raw in cases.items():
     with pytest.raises(DataError, match=f"'ex-1'.*{problem}"):
-      builders.decode_example(raw, types)
+      base.decode_example(raw, types)
   with pytest.raises(DataError, match="'ex-1'"):  # also through the grain source
-    builders.Source([cases["corrupt image bytes"]], types)[0]
+    base.Source([cases["corrupt image bytes"]], types)[0]
   with pytest.raises(DataError, match="empty question"):
-    pipeline.vqa_records([{**examples("synthetic_general")[0],
+    records.vqa_records([{**examples("synthetic_general")[0],
                            "qa": [{"question": "", "answer": "yes"}]}])
 
 
@@ -365,7 +369,7 @@ class CharTok:
 
 def test_encode_example_layout_by_hand():
   img = np.array([[[0, 255, 51]]], np.uint8)
-  out = pipeline.encode_example(img, "ab", "c", CharTok(), text_len=8)
+  out = encoders.encoder_for(CharTok(), 8).encode_example(img, "ab", "c")
   sep = 3 + ord("\n")
   assert out["text"].tolist() == [1, 100, 101, sep, 102, 2, 0, 0]
   assert out["mask_ar"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
@@ -376,24 +380,24 @@ def test_encode_example_layout_by_hand():
 
 
 def test_truncation_keeps_bos_separator_and_eos():
-  before = dict(pipeline.TRUNCATIONS)
-  out = pipeline.encode_text("abcdef", "xy", CharTok(), text_len=6)  # prompt cut
+  before = dict(packing.TRUNCATIONS)
+  out = encoders.text.encode_text("abcdef", "xy", CharTok(), text_len=6)  # prompt cut
   sep = 3 + ord("\n")
   assert out["text"].tolist() == [1, 100, sep, 123, 124, 2]
-  out = pipeline.encode_text("ab", "vwxyz", CharTok(), text_len=5)  # target cut, prompt gone
+  out = encoders.text.encode_text("ab", "vwxyz", CharTok(), text_len=5)  # target cut, prompt gone
   assert out["text"].tolist() == [1, sep, 121, 122, 2]
   assert out["mask_loss"].tolist() == [0, 0, 1, 1, 1]
-  assert pipeline.TRUNCATIONS["prompt"] == before.get("prompt", 0) + 2
-  assert pipeline.TRUNCATIONS["target"] == before.get("target", 0) + 1
+  assert packing.TRUNCATIONS["prompt"] == before.get("prompt", 0) + 2
+  assert packing.TRUNCATIONS["target"] == before.get("target", 0) + 1
 
 
 def _records(n=10):
-  return pipeline.vqa_records(examples("synthetic_sports"))[:n]
+  return records.vqa_records(examples("synthetic_sports"))[:n]
 
 
 def test_batches_have_fixed_shapes():
-  recs = pipeline.vqa_records(examples("synthetic_endoscopy", 8))
-  ds = pipeline.make_dataset(recs, synth_tok(), batch_size=4, text_len=32, seed=0,
+  recs = records.vqa_records(examples("synthetic_endoscopy", 8))
+  ds = pipeline.make_dataset(recs, encoders.encoder_for(synth_tok(), 32), batch_size=4, seed=0,
                              shard_index=0, shard_count=1)
   batch = next(iter(ds))
   assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.float32
@@ -403,31 +407,32 @@ def test_batches_have_fixed_shapes():
   for row, i in enumerate(batch["index"]):  # the answer letter is what the loss sees
     target = batch["text"][row][batch["mask_loss"][row] == 1]
     assert synth_tok().decode(target) == recs[i]["answer"]
-  recs = pipeline.vqa_records(examples("synthetic_sports", 8), mc_target="text")
+  recs = records.vqa_records(examples("synthetic_sports", 8), mc_answer="text")
   assert recs[0]["target"] == recs[0]["options"][recs[0]["answer"]]
 
 
 def test_epoch_covers_rows_and_shards_are_disjoint():
   recs = _records(10)
-  kw = dict(batch_size=None, text_len=32, seed=1, num_epochs=1)
-  one = [int(e["index"]) for e in pipeline.make_dataset(recs, CharTok(), shard_index=0,
+  kw = dict(batch_size=None, seed=1, num_epochs=1)
+  enc = encoders.encoder_for(CharTok(), 32)
+  one = [int(e["index"]) for e in pipeline.make_dataset(recs, enc, shard_index=0,
                                                         shard_count=1, **kw)]
   assert sorted(one) == list(range(10)) and one != list(range(10))  # all rows, shuffled
-  shards = [{int(e["index"]) for e in pipeline.make_dataset(recs, CharTok(), shard_index=i,
+  shards = [{int(e["index"]) for e in pipeline.make_dataset(recs, enc, shard_index=i,
                                                             shard_count=3, **kw)}
             for i in range(3)]
   assert set().union(*shards) == set(range(10))
   assert sum(len(s) for s in shards) == 10
   epoch2 = [int(e["index"]) for e in pipeline.make_dataset(
-      recs, CharTok(), shard_index=0, shard_count=1, **{**kw, "num_epochs": 2})]
+      recs, enc, shard_index=0, shard_count=1, **{**kw, "num_epochs": 2})]
   assert sorted(epoch2[10:]) == list(range(10)) and epoch2[10:] != epoch2[:10]
 
 
 def test_mixture_follows_weights():
-  a = pipeline.make_dataset(_records(10), CharTok(), batch_size=None, text_len=32, seed=0,
-                            shard_index=0, shard_count=1)
-  b = pipeline.make_dataset(_records(7), CharTok(), batch_size=None, text_len=32, seed=1,
-                            shard_index=0, shard_count=1)
+  enc = encoders.encoder_for(CharTok(), 32)
+  kw = dict(batch_size=None, shard_index=0, shard_count=1)
+  a = pipeline.make_dataset(_records(10), enc, seed=0, **kw)
+  b = pipeline.make_dataset(_records(7), enc, seed=1, **kw)
   mixed = pipeline.mix([a, b], [0.8, 0.2], batch_size=20)
   it = iter(mixed)
   sources = np.concatenate([next(it)["source"] for _ in range(10)])
@@ -440,8 +445,8 @@ def test_mixture_follows_weights():
 
 
 def test_iterator_state_resumes_at_the_same_batch():
-  ds = pipeline.make_dataset(_records(10), CharTok(), batch_size=3, text_len=32, seed=5,
-                             shard_index=0, shard_count=1)
+  ds = pipeline.make_dataset(_records(10), encoders.encoder_for(CharTok(), 32), batch_size=3,
+                             seed=5, shard_index=0, shard_count=1)
   it = iter(ds)
   for _ in range(4):  # crosses an epoch boundary
     next(it)

@@ -20,7 +20,7 @@ from transformers import (PaliGemmaConfig, PaliGemmaForConditionalGeneration, Pa
                           PreTrainedTokenizerFast, SiglipImageProcessor)
 
 from leaml_jax import config_lib, losses, main
-from leaml_jax.data import pipeline, tokenizer
+from leaml_jax.data import encoders, pipeline, tokenizer
 from leaml_jax.models import hf
 from leaml_jax.stages import artifacts, context
 from tests.hf_families import VISION, family, randomise, words
@@ -78,8 +78,8 @@ def test_paligemma_batch_is_the_processors_and_gives_transformers_logits_and_los
   model, params, ours_processor = hf.load(directory, dtype="float32")
   tok = tokenizer.HFTokenizer(ours_processor.tokenizer, processor=ours_processor)
   records = _records(np.random.default_rng(0))
-  ds = pipeline.make_dataset(records, tok, batch_size=2, text_len=TEXT_LEN, seed=0, shuffle=False, num_epochs=1,
-                             prefetch=0)
+  ds = pipeline.make_dataset(records, encoders.encoder_for(tok, TEXT_LEN), batch_size=2, seed=0, shuffle=False,
+                             num_epochs=1, prefetch=0)
   batch = next(iter(ds))
   processor.tokenizer.padding_side = "right"
   inputs = processor(images=[r["image"] for r in records], text=["<image>" + r["prompt"] for r in records],
@@ -110,7 +110,7 @@ def test_paligemma_frames_are_image_token_blocks_in_order():
   tok = tokenizer.HFTokenizer(ours_processor.tokenizer, processor=ours_processor)
   rng = np.random.default_rng(1)
   clip = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-  ex = pipeline.encode_example(clip, "What happens next?", "the ball goes left", tok, TEXT_LEN, "clip")
+  ex = encoders.encoder_for(tok, TEXT_LEN).encode_example(clip, "What happens next?", "the ball goes left", "clip")
   assert ex["image"].shape == (3, 32, 32, 3)
   inputs = processor(images=[list(clip)], text=["<image>" * 3 + "What happens next?"], suffix=["the ball goes left"],
                      return_tensors="pt")
@@ -134,7 +134,7 @@ def test_smolvlm_batch_expands_images_like_the_processor():
              {"image": [rng.integers(0, 256, s, dtype=np.uint8) for s in ((30, 30, 3), (64, 20, 3))],
               "prompt": words(rng, 5), "target": words(rng, 2), "id": "y"}]
   L = 200
-  batch = next(iter(pipeline.make_dataset(records, tok, batch_size=2, text_len=L, seed=0, shuffle=False,
+  batch = next(iter(pipeline.make_dataset(records, encoders.encoder_for(tok, L), batch_size=2, seed=0, shuffle=False,
                                           num_epochs=1, prefetch=0)))
   assert batch["image"].shape == (2, 10, 32, 32, 3)  # 2 images x (2x2 tiles + global), zero-padded
   processor.tokenizer.padding_side = "right"
@@ -156,7 +156,7 @@ def test_smolvlm_batch_expands_images_like_the_processor():
     np.testing.assert_array_equal(batch["image"][b][:len(tiles)], tiles)
     assert np.abs(logits[b, :n] - ref[b, :n]).max() <= TOL
   with pytest.raises(Exception, match="text_len"):
-    pipeline.encode_example(records[0]["image"], records[0]["prompt"], "x", tok, 40, "x")
+    encoders.encoder_for(tok, 40).encode_example(records[0]["image"], records[0]["prompt"], "x", "x")
 
 
 def test_synthetic_encoder_takes_frames_as_image_blocks():
@@ -167,7 +167,7 @@ def test_synthetic_encoder_takes_frames_as_image_blocks():
   rng = np.random.default_rng(3)
   clip = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
   records = [{"image": clip, "prompt": "where?", "target": "left", "id": "c"}] * 2
-  batch = next(iter(pipeline.make_dataset(records, tok, batch_size=2, text_len=16, seed=0, num_epochs=1,
+  batch = next(iter(pipeline.make_dataset(records, encoders.encoder_for(tok, 16), batch_size=2, seed=0, num_epochs=1,
                                           prefetch=0)))
   np.testing.assert_array_equal(batch["image"][0], clip.astype(np.float32) / 127.5 - 1.0)
   cfg = presets.get("tiny", dtype="float32", lm=dict(vocab_size=tok.vocab_size))

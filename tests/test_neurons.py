@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from leaml_jax import defaults, losses, neurons, optim, sharding as shd, train
+from leaml_jax.data import datasets
+from leaml_jax.data.datasets import synthetic
 from leaml_jax.pseudo_qa import parse_pseudo_qa
-from leaml_jax.stages import pseudo_qa as pseudo_qa_stage
 from tests import helpers
 
 
@@ -132,17 +133,21 @@ def test_relevance_matches_reference_and_is_sharding_invariant(score):
   assert (s1["llm/layers/mlp"] > 0).any()
 
 
+_RULES = {d: datasets.pseudo_qa_rule(d, synthetic.generate_examples(d, "train", 40, seed=0))
+          for d in ("synthetic_sports", "synthetic_endoscopy")}  # labelled: 40 images each
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_pseudo_qa_parser_never_raises(text):
-  for domain in ("synthetic_sports", "synthetic_endoscopy"):
-    out = parse_pseudo_qa(text, pseudo_qa_stage.synthetic_rule(domain), np.random.default_rng(0))
+  for rule in _RULES.values():
+    out = parse_pseudo_qa(text, rule, np.random.default_rng(0))
     assert out in ("unparsable", "invalid") or isinstance(out, dict)
 
 
 def test_pseudo_qa_parser_builds_valid_options():
   rng = np.random.default_rng(0)
-  rule = pseudo_qa_stage.synthetic_rule("synthetic_sports")
+  rule = _RULES["synthetic_sports"]
   out = parse_pseudo_qa("What sport is being played? answer: hockey", rule, rng)
   assert out["options"][out["answer"]] == "hockey" and len(out["options"]) == 4
   assert parse_pseudo_qa("What sport is being played? answer: golf", rule, rng) == "invalid"

@@ -92,20 +92,21 @@ def test_forced_answer_start_is_laid_out_as_in_training():
   """A record's `forced` text sits where the answer goes (causal, as the training layout has it)
   with no EOS, so generation continues it; the plain prompt batch is the same row cut before it."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from leaml_jax.data import pipeline, tokenizer  # pylint: disable=import-outside-toplevel
+  from leaml_jax.data import encoders, tokenizer  # pylint: disable=import-outside-toplevel
   tok = tokenizer.train_tokenizer(["generate question and answer", "How many? answer: two"],
                                   vocab_size=300)
   image = np.zeros((8, 8, 3), np.uint8)
   rec = {"image": image, "prompt": "generate question and answer"}
-  full = pipeline.encode_example(image, rec["prompt"], "How many? answer:", tok, 24)
+  enc = encoders.encoder_for(tok, 24)
+  full = enc.encode_example(image, rec["prompt"], "How many? answer:")
   n = int(full["mask_input"].sum())  # real tokens, the EOS last
-  forced = pipeline.prompt_batch([{**rec, "forced": "How many? answer:"}], tok, 24)
+  forced = encoders.prompt_batch([{**rec, "forced": "How many? answer:"}], enc)
   np.testing.assert_array_equal(forced["mask_input"][0, :n - 1], 1)
   np.testing.assert_array_equal(forced["mask_input"][0, n - 1:], 0)
   np.testing.assert_array_equal(forced["text"][0, :n - 1], full["text"][:n - 1])
   np.testing.assert_array_equal(forced["mask_ar"][0, :n - 1], full["mask_ar"][:n - 1])
   assert full["text"][n - 1] == tok.eos_id and forced["mask_ar"][0].max() == 1
-  plain = pipeline.prompt_batch([rec], tok, 24)
+  plain = encoders.prompt_batch([rec], enc)
   p = int(plain["mask_input"].sum())
   assert plain["mask_ar"][0].max() == 0 and p < n - 1
   np.testing.assert_array_equal(plain["text"][0, :p], full["text"][:p])

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from leaml_jax import config_lib, main
-from leaml_jax.data import DataError, builders, frames, kvasir, real, sportu, synthetic
+from leaml_jax.data import DataError, MissingDataError, datasets, frames
+from leaml_jax.data.datasets import base, kvasir, sportu, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -86,13 +87,14 @@ def kvasir_built(tmp_path_factory):
   root = tmp_path_factory.mktemp("kvasir_files")
   write_kvasir_parquet(root)
   data_dir = str(tmp_path_factory.mktemp("kvasir_tfds"))
-  path = real.build("kvasir_vqa", str(root), data_dir, image_size=SIZE, test_fraction=0.3, seed=0)
+  path = base.build_local(kvasir.KvasirVQA, str(root), data_dir, image_size=SIZE, test_fraction=0.3,
+                          seed=0)
   return root, path
 
 
 def _examples(path):
-  return {split: {ex["id"]: ex for ex in (builders.load_source(path, split)[i] for i in
-                                          range(len(builders.load_source(path, split))))}
+  return {split: {ex["id"]: ex for ex in (datasets.load_source(path, split)[i] for i in
+                                          range(len(datasets.load_source(path, split))))}
           for split in ("train", "test")}
 
 
@@ -125,8 +127,8 @@ def test_kvasir_image_folder_with_csv(tmp_path):
       (root / "images" / f"{img_id}.jpg").write_bytes(_jpeg(60 * k, size=(50, 20)))
     rows.append(f'{img_id},hyper-kvasir,"{COLOR_Q}","white; red"')
   (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-  path = real.build("kvasir_vqa", str(root), str(tmp_path / "tfds"), image_size=24,
-                    test_fraction=0.3, seed=0)
+  path = base.build_local(kvasir.KvasirVQA, str(root), str(tmp_path / "tfds"), image_size=24,
+                          test_fraction=0.3, seed=0)
   exs = _examples(path)
   assert sorted({**exs["train"], **exs["test"]}) == ["a1", "a2", "a3"]
   ex = next(iter(exs["train"].values()))
@@ -246,8 +248,8 @@ def sportu_files(tmp_path_factory):
 
 
 def test_sportu_build(sportu_files, tmp_path):
-  path = real.build("sportu_video", str(sportu_files), str(tmp_path), image_size=SIZE,
-                    num_frames=4, test_fraction=0.34, seed=0)
+  path = base.build_local(sportu.SportuVideo, str(sportu_files), str(tmp_path), image_size=SIZE,
+                          num_frames=4, test_fraction=0.34, seed=0)
   exs = _examples(path)
   assert not set(exs["train"]) & set(exs["test"]) and len(exs["test"]) == 2
   assert sorted({**exs["train"], **exs["test"]}) == sorted(SPORTU_KEPT)
@@ -271,8 +273,9 @@ def test_sportu_build(sportu_files, tmp_path):
 def test_sportu_zero_clips_fails_naming_the_directory(tmp_path):
   root = tmp_path / "only_json"
   write_sportu(root, clips=False)
-  with pytest.raises(real.MissingDataError) as e:
-    real.build("sportu_video", str(root), str(tmp_path / "tfds"), image_size=SIZE, num_frames=2)
+  with pytest.raises(MissingDataError) as e:
+    base.build_local(sportu.SportuVideo, str(root), str(tmp_path / "tfds"), image_size=SIZE,
+                     num_frames=2)
   msg = str(e.value)
   assert str(root) in msg and "no video clips" in msg and "expected layout" in msg
   assert "SportU_Video_mc.json" in msg and "configs/demo.py" in msg
@@ -334,7 +337,7 @@ def test_real_config_needs_a_caption_source(tmp_path, sportu_files):
   cfg = config_lib.load_config_file(f"{REPO}/configs/sports.py:tiny")
   config_lib.apply_override(cfg, "data.path", str(sportu_files))
   with pytest.raises(config_lib.ConfigError, match="captions.path"):
-    real.check_config(cfg, str(tmp_path))
+    datasets.check_config(cfg, str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -414,7 +417,7 @@ def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape)
   if mode == "tile":  # frame k of the clip (grey 20 * {1, 3, 6, 8}[k]) in grid cell k of 2x2
     tl, br = exs[0]["image"][:SIZE // 2, :SIZE // 2], exs[0]["image"][SIZE // 2:, SIZE // 2:]
     assert abs(tl.mean() - 20) < 6 and abs(br.mean() - 160) < 6
-  enc = ctx.encoder.example(exs[0]["image"], "What sport is this?", "soccer", exs[0]["id"])
+  enc = ctx.encoder.encode_example(exs[0]["image"], "What sport is this?", "soccer", exs[0]["id"])
   assert enc["image"].shape == shape and enc["image"].dtype == np.float32
 
 
@@ -429,7 +432,7 @@ def test_prepare_gives_frames_as_configured(tmp_path, sportu_files, mode, shape)
     ("Is there text?", "", None),
 ])
 def test_kvasir_pseudo_qa_rule(question, answer, want):
-  rule = real.pseudo_qa_rule("kvasir_vqa", [])
+  rule = datasets.pseudo_qa_rule("kvasir_vqa", [])
   got = rule(question, answer, None, np.random.default_rng(0))
   assert (got and (got["type"], got["answer"])) == (want or None)
   assert rule("Is there text?", "A", {"A": "yes", "B": "no"}, None) is None
@@ -438,7 +441,7 @@ def test_kvasir_pseudo_qa_rule(question, answer, want):
 def test_sportu_pseudo_qa_rule():
   labeled = [{"qa": [{"question": "What sport is this?", "options": MC4},
                      {"question": "Is there a foul?", "options": {"A": "Yes", "B": "No"}}]}]
-  rule = real.pseudo_qa_rule("sportu_video", labeled)
+  rule = datasets.pseudo_qa_rule("sportu_video", labeled)
   rng = np.random.default_rng(0)
   qa = rule("What sport is this?", "golf", None, rng)
   assert len(qa["options"]) == 4 and set(qa["options"].values()) == set(MC4.values())

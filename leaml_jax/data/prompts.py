@@ -1,9 +1,9 @@
 """Every prompt template of the system lives here.
 
-Sequence layout (PaliGemma style), built by pipeline.encode_example:
+Sequence layout (PaliGemma style), built by encoders.TextEncoder (packing.py):
   prefix = [bos] + tokens(prompt + "\\n")   mask_ar 0 (full attention), no loss
   suffix = tokens(target) + [eos]           mask_ar 1 (causal), loss on
-Real families (data/hf_encode.py) wrap the same prompts in their own layout (`hf_prompt`).
+Real families (encoders/hf.py) wrap the same prompts in their own layout (`hf_prompt`).
 Three tasks share one model and are told apart by the prompt:
   VQA        prompt = the question (+ options),   target = the answer
   caption    prompt = caption_prompt(),           target = the caption
@@ -39,7 +39,7 @@ _CAPTION = {"paligemma": "caption en", "idefics3": "Describe the image in one se
 
 def hf_prompt(family: str, prompt: str, target: str | None, *, n_images: int, image_token: str,
               eos_token: str, chat=None) -> tuple[str, str | None]:
-  """(text, suffix) for a real family's processor (data/hf_encode.py).
+  """(text, suffix) for a real family's processor (encoders/hf.py).
 
   paligemma: text = <image>*n + prompt (the processor adds <bos> and "\n"), suffix = target
     (the processor adds <eos>).

@@ -1,6 +1,6 @@
 """Tokenizers behind one small interface.
 
-`Tokenizer` is what the pipeline and the generation code use:
+`Tokenizer` is what the encoders and the generation code use:
   encode(text) -> list[int]  (no special tokens)
   decode(ids)  -> str        (stops at the first eos, skips special tokens)
   pad_id, bos_id, eos_id, vocab_size
@@ -87,7 +87,7 @@ def synthetic_tokenizer(path: str | None = None, vocab_size: int = 1024,
   exists, else trains deterministically and saves there."""
   if path and os.path.exists(path):
     return load_tokenizer(path)
-  from leaml_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  from leaml_jax.data.datasets import synthetic  # pylint: disable=import-outside-toplevel
   return train_tokenizer(synthetic.corpus(num_per_domain), path, vocab_size)
 
 
@@ -95,7 +95,7 @@ class HFTokenizer:
   """Adapter: a transformers tokenizer behind the same interface.
 
   processor: the checkpoint's transformers processor, when the data pipeline should lay
-  examples out through it (pipeline.encoder_for -> data/hf_encode.HFEncoder).
+  examples out through it (encoders.encoder_for -> encoders.HFEncoder).
   """
 
   def __init__(self, hf_tokenizer, processor=None):

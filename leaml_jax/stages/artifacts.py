@@ -17,7 +17,7 @@ import tempfile
 import jax
 import numpy as np
 
-from leaml_jax.data import builders, frames, pipeline, prompts
+from leaml_jax.data import datasets, frames, prompts, records as records_lib
 from leaml_jax.defaults import ALL_STAGES
 from leaml_jax.errors import CheckpointError
 
@@ -92,12 +92,12 @@ def examples(ctx, pool: str) -> list[dict]:
   The target dataset's splits are decoded once per run context."""
   s = splits(ctx)
   if pool == "general":
-    source = builders.load_source(s["general_dir"], "train")
+    source = datasets.load_source(s["general_dir"], "train")
     return [source[i] for i in range(len(source))]
   split = "test" if pool == "test" else "train"
   cache = ctx.cache.setdefault("examples", {})
   if split not in cache:
-    source = builders.load_source(s["target_dir"], split)
+    source = datasets.load_source(s["target_dir"], split)
     cache[split] = [model_view(source[i], ctx.config.data) for i in range(len(source))]
   wanted = set(s[pool])
   return [ex for ex in cache[split] if ex["id"] in wanted]
@@ -110,7 +110,7 @@ def captions(ctx) -> dict[str, str]:
 
 def vqa_records(ctx, pool: str) -> list[dict]:
   """VQA records of a pool; multiple choice answered by option text or letter (data.mc_answer)."""
-  return pipeline.vqa_records(examples(ctx, pool), mc_target=ctx.config.data.mc_answer)
+  return records_lib.vqa_records(examples(ctx, pool), mc_answer=ctx.config.data.mc_answer)
 
 
 def pseudo_vqa_records(ctx, variant) -> list[dict]:

@@ -5,7 +5,7 @@ pre-trains the tiny model on the general domain: VQA, captions and QA writing.
 """
 from __future__ import annotations
 
-from leaml_jax.data import pipeline
+from leaml_jax.data import records as records_lib
 from leaml_jax.errors import CheckpointError
 from leaml_jax.stages import artifacts
 
@@ -20,8 +20,8 @@ def run(ctx) -> None:
     ctx.save_params("base", import_checkpoint(ctx))
     return
   exs = artifacts.examples(ctx, "general")
-  records = (pipeline.vqa_records(exs) + pipeline.caption_records(exs, key="gt_caption")
-             + pipeline.qa_gen_records(exs))
+  records = (records_lib.vqa_records(exs) + records_lib.caption_records(exs, key="gt_caption")
+             + records_lib.qa_gen_records(exs))
   ctx.finetune("base", params=ctx.init_params(ctx.rng("base/init")), tcfg=c.base,
                data_iter=iter(ctx.dataset(records, c.base.batch_size, "base/data")))
 

@@ -10,7 +10,8 @@ import logging
 import os
 
 from leaml_jax import generate
-from leaml_jax.config_lib import ConfigError
+from leaml_jax.data import datasets
+from leaml_jax.errors import ConfigError
 from leaml_jax.errors import CheckpointError
 from leaml_jax.stages import artifacts
 
@@ -30,10 +31,10 @@ def run(ctx) -> None:
     rows = read_caption_file(c.path, {ex["id"] for ex in pool})
   elif c.teacher_path:
     rows = teacher_captions(ctx, pool)
-  elif ctx.config.data.source == "synthetic":
+  elif datasets.ships_captions(datasets.name_of(ctx.config.data)):
     rows = [{"image_id": ex["id"], "caption": ex["caption"]} for ex in pool]
   else:
-    raise ConfigError(f"config.data.source={ctx.config.data.source!r} has no teacher captions: set "
+    raise ConfigError(f"{datasets.name_of(ctx.config.data)} has no teacher captions: set "
                       "config.captions.path (JSONL of {\"image_id\", \"caption\"}) or "
                       "config.captions.teacher_path (a local HF checkpoint of a teacher VLM)")
   artifacts.write_jsonl(ctx.path("data", "captions.jsonl"), rows)
@@ -42,14 +43,14 @@ def run(ctx) -> None:
 def teacher_captions(ctx, pool: list[dict]) -> list[dict]:
   """Greedy captions of every image in `pool` by the teacher checkpoint, with its family's caption
   prompt, through the jitted generation engine."""
-  from leaml_jax.data import hf_encode, prompts
+  from leaml_jax.data import encoders, prompts
   from leaml_jax.models import hf
   c = ctx.config.captions
   model, params, processor = hf.load(c.teacher_path, mesh=ctx.mesh, **ctx.model_options())
   if processor is None:
     raise CheckpointError(f"config.captions.teacher_path={c.teacher_path}: no tokenizer / processor files "
                           "next to config.json; the teacher needs them to read images and write text")
-  encoder = hf_encode.HFEncoder(processor, text_len=_PROMPT_ROOM)
+  encoder = encoders.HFEncoder(processor, text_len=_PROMPT_ROOM)
   prompt = prompts.caption_prompt(encoder.family)
   records = [{"image": ex["image"], "prompt": prompt, "id": ex["id"]} for ex in pool]
   texts, _ = generate.generate_texts(model, params, records, encoder=encoder, batch_size=c.batch_size,

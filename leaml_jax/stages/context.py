@@ -3,7 +3,7 @@ I/O, random streams; and the run's methods (LEAML, its ablations, the baselines)
 directories their artifacts live in.
 
 config.model.path set: model, tokenizer and data layout come from that HF checkpoint directory
-(models/hf/, data/hf_encode.py); else the tiny preset and the BPE trained by `prepare`.
+(models/hf/, data/encoders/hf.py); else the tiny preset and the BPE trained by `prepare`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from leaml_jax import checkpoint, losses, sharding as shd, train
-from leaml_jax.data import pipeline
+from leaml_jax.data import encoders, pipeline
 from leaml_jax.errors import CheckpointError
 from leaml_jax.metrics import MetricWriter
 from leaml_jax.stages import artifacts
@@ -113,7 +113,7 @@ class Context:
   @functools.cached_property
   def encoder(self):
     """Examples -> fixed-shape arrays: the synthetic layout or the checkpoint's processor."""
-    return pipeline.encoder_for(self.tokenizer, self.config.data.text_len)
+    return encoders.encoder_for(self.tokenizer, self.config.data.text_len)
 
   @functools.cached_property
   def model_cfg(self):
@@ -177,8 +177,7 @@ class Context:
   # -- training -----------------------------------------------------------------------------------
   def dataset(self, records, batch_size: int | None, purpose: str):
     """Shuffled, repeated, encoded records (batched unless batch_size is None)."""
-    return pipeline.make_dataset(records, self.encoder, batch_size=batch_size,
-                                 text_len=self.config.data.text_len, seed=self.seed(purpose))
+    return pipeline.make_dataset(records, self.encoder, batch_size=batch_size, seed=self.seed(purpose))
 
   def finetune(self, name: str, *, params, tcfg, data_iter, loss_fn=None, mask_tree=None,
                examples_per_step: int | None = None, save: bool = True):

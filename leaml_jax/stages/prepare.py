@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from leaml_jax.data import builders, pipeline, prompts, real, tokenizer as tok_lib
+from leaml_jax.data import datasets, tokenizer as tok_lib
 from leaml_jax.stages import artifacts
 
 DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and trains models
@@ -25,22 +25,13 @@ def outputs(ctx) -> list[str]:
 def run(ctx) -> None:
   c = ctx.config
   data_dir = ctx.path("data", "tfds")
-  build = lambda domain, n, n_test: builders.build(
-      domain, data_dir, num_train=n, num_test=n_test, seed=DATA_SEED,
-      caption_error_rate=c.data.caption_error_rate, image_size=c.data.image_size)
-  if c.data.source == "synthetic":
-    dataset, target = c.data.domain, build(c.data.domain, c.data.num_train, c.data.num_test)
-  else:
-    dataset = c.data.source
-    target = real.build(c.data.source, c.data.path, data_dir, image_size=c.data.image_size,
-                        num_frames=c.data.num_frames, test_fraction=c.data.test_fraction,
-                        seed=DATA_SEED)
+  dataset = datasets.name_of(c.data)
+  target = datasets.build(dataset, data_dir, c.data, seed=DATA_SEED)
   # The demo base is pre-trained on the general domain; a real base (model.path) is imported.
-  general = build(c.base.domain, c.base.num_images, 100) if (
-      "base" in c.stages and not c.model.path) else ""
-
-  train_ids = builders.load_source(target, "train").ids()
-  test_ids = builders.load_source(target, "test").ids()
+  general = datasets.build(c.base.domain, data_dir, c.data, seed=DATA_SEED, num_train=c.base.num_images,
+                           num_test=100) if "base" in c.stages and not c.model.path else ""
+  train_ids = datasets.load_source(target, "train").ids()
+  test_ids = datasets.load_source(target, "test").ids()
   rng = np.random.default_rng(c.seed)
   n_lab = max(1, int(round(c.data.label_fraction * len(train_ids))))
   order = rng.permutation(len(train_ids))
@@ -53,23 +44,16 @@ def run(ctx) -> None:
 
 
 def write_tokenizer(ctx) -> None:
-  """data/tokenizer.json for the tiny model (config.model.path empty).
-
-  Synthetic: the demo tokenizer of the three synthetic worlds. Real datasets: a BPE trained on
-  the text this run may learn from: the labelled QA (as the exact prompts/targets the model is
-  trained on) and the teacher captions file, never unlabelled or test answers. With
-  config.model.path set nothing is written: the checkpoint brings its own tokenizer."""
+  """data/tokenizer.json for the tiny model (config.model.path empty): a BPE trained on the text
+  this run may learn from: the dataset's tokenizer corpus (datasets.tokenizer_corpus: the labelled
+  QA as the model is trained on them, never unlabelled or test answers) and the teacher captions
+  file. With config.model.path set nothing is written: the checkpoint brings its own tokenizer."""
   c = ctx.config
   path = ctx.path("data", "tokenizer.json")
   if c.model.path:
     return
-  if c.data.source == "synthetic":
-    tok_lib.synthetic_tokenizer(path, vocab_size=c.data.vocab_size)
-    return
-  exs = artifacts.examples(ctx, "labeled")
-  texts = [prompts.caption_prompt(), prompts.qa_gen_prompt()]
-  for r in pipeline.vqa_records(exs, mc_target=c.data.mc_answer) + pipeline.qa_gen_records(exs):
-    texts += [r["prompt"], r["target"]]
+  texts = datasets.tokenizer_corpus(datasets.name_of(c.data), artifacts.examples(ctx, "labeled"),
+                                    mc_answer=c.data.mc_answer)
   if c.captions.path and os.path.exists(c.captions.path):
     texts += [str(r.get("caption", "")) for r in artifacts.read_jsonl(c.captions.path)
               if isinstance(r, dict)]

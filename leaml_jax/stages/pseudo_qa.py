@@ -15,8 +15,7 @@ import os
 import numpy as np
 
 from leaml_jax import generate, pseudo_qa
-from leaml_jax.data import prompts, real, synthetic
-from leaml_jax.data.qa_common import mc_options
+from leaml_jax.data import datasets, prompts
 from leaml_jax.stages import artifacts, context
 
 
@@ -52,29 +51,9 @@ def write_pseudo_qa(ctx, variant: context.Variant) -> None:
     for x, answer, logprob in zip(cands, answers, logprobs):
       x["answer"], x["logprob"] = answer.strip(), logprob
   rng = np.random.default_rng(ctx.seed(os.path.join(variant.directory, "pseudo_qa/options")))
-  kept = pseudo_qa.keep(cands, validity_rule(ctx), rng, min_confidence=c.min_confidence,
-                        dropped=dropped)
+  rule = datasets.pseudo_qa_rule(datasets.name_of(ctx.config.data), artifacts.examples(ctx, "labeled"))
+  kept = pseudo_qa.keep(cands, rule, rng, min_confidence=c.min_confidence, dropped=dropped)
   artifacts.write_jsonl(ctx.path(variant.directory, "pseudo_qa.jsonl"), kept)
   artifacts.write_json(ctx.path(variant.directory, "pseudo_qa_stats.json"),
                        {"generated": len(texts), "kept": len(kept), "dropped": dropped,
                         "answer": c.answer, "images_with_pseudo_qa": len({r["image_id"] for r in kept})})
-
-
-def validity_rule(ctx):
-  labeled = artifacts.examples(ctx, "labeled")
-  if ctx.config.data.source != "synthetic":
-    return real.pseudo_qa_rule(ctx.config.data.source, labeled)
-  return synthetic_rule(ctx.config.data.domain)
-
-
-def synthetic_rule(domain):
-  def rule(question, answer, options, rng):
-    template = synthetic.match_template(domain, question)
-    if template is not None and template.options and options is None:
-      if answer not in template.answers:
-        return None
-      answer, options = mc_options(rng, answer, template.answers)
-    qtype = synthetic.validate_qa(domain, question, answer, options)
-    return None if qtype is None else {"question": question, "answer": answer, "options": options,
-                                       "type": qtype}
-  return rule

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from leaml_jax import losses, neurons, train
-from leaml_jax.data import pipeline
+from leaml_jax.data import records as records_lib
 from leaml_jax.stages import artifacts, context
 
 
@@ -30,7 +30,7 @@ def run(ctx) -> None:
 def train_generator(ctx, variant: context.Variant, name: str) -> None:
   g = ctx.config.qa_generator
   params = ctx.load_params("base")
-  qa_records = pipeline.qa_gen_records(artifacts.examples(ctx, "labeled"))
+  qa_records = records_lib.qa_gen_records(artifacts.examples(ctx, "labeled"))
   qa_it = iter(ctx.dataset(qa_records, g.batch_size, name + "/qa"))
   if not variant.distill:
     ctx.finetune(name, params=params, tcfg=g, data_iter=qa_it)
@@ -38,7 +38,7 @@ def train_generator(ctx, variant: context.Variant, name: str) -> None:
   caps = artifacts.captions(ctx)
   unlabeled = [{**ex, "caption": caps[ex["id"]]} for ex in artifacts.examples(ctx, "unlabeled")
                if ex["id"] in caps]
-  distill_it = iter(ctx.dataset(pipeline.caption_records(unlabeled), g.distill_batch_size,
+  distill_it = iter(ctx.dataset(records_lib.caption_records(unlabeled), g.distill_batch_size,
                                 name + "/distill"))
   mask_tree = generator_mask(ctx, variant, params)
   masks_all = ctx.config.neurons.applies_to == "all"

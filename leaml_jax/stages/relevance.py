@@ -3,7 +3,7 @@ the selected mask -> relevance/{scores.npz, mask.npz, stats.json}."""
 from __future__ import annotations
 
 from leaml_jax import neurons
-from leaml_jax.data import pipeline
+from leaml_jax.data import pipeline, records as records_lib
 from leaml_jax.metrics import progress
 from leaml_jax.stages import artifacts
 
@@ -15,10 +15,10 @@ def outputs(ctx) -> list[str]:
 def run(ctx) -> None:
   c = ctx.config.neurons
   params = ctx.load_params("base")
-  records = pipeline.qa_gen_records(artifacts.examples(ctx, "labeled"))
+  records = records_lib.qa_gen_records(artifacts.examples(ctx, "labeled"))
   bs = min(c.batch_size, len(records))
   ds = pipeline.make_dataset(records, ctx.encoder, batch_size=bs, shuffle=False, num_epochs=1,
-                             text_len=ctx.config.data.text_len, seed=0, drop_remainder=False)
+                             seed=0, drop_remainder=False)
   batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs]
   batches = batches or [next(iter(ds))]
   scores = neurons.relevance(ctx.model, params, progress(batches, desc="relevance", leave=False),

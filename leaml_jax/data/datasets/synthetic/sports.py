@@ -12,9 +12,9 @@ import functools
 
 import numpy as np
 
-from leaml_jax.data import render
-from leaml_jax.data.qa_common import (NUMBER_WORDS, Teller, Template, article,
-                                      mc_options)
+from leaml_jax.data.datasets.synthetic import render
+from leaml_jax.data.datasets.synthetic.qa_common import (NUMBER_WORDS, Teller, Template,
+                                                         article, mc_options)
 
 NUM_FRAMES = 4
 SPORTS = ("soccer", "basketball", "hockey", "handball")

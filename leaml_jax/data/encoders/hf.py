@@ -1,7 +1,7 @@
 """Real families: examples -> fixed-shape arrays through the checkpoint's own transformers processor.
 
-`HFEncoder(processor, text_len)` has the same interface as `pipeline.TextEncoder` (the synthetic
-layout): `example(image, prompt, target, example_id)` -> {image, text, mask_ar, mask_loss,
+`HFEncoder(processor, text_len)` has the same interface as `text.TextEncoder` (the synthetic
+layout): `encode_example(image, prompt, target, example_id)` -> {image, text, mask_ar, mask_loss,
 mask_input}. Tokenisation, image resizing and normalisation, image-token expansion and special
 tokens are all the processor's; this module only lays its output out as the model takes it:
 
@@ -14,9 +14,9 @@ tokens are all the processor's; this module only lays its output out as the mode
              processor's tiles padded with all-zero tiles to the most it can produce (fixed shape).
 
 Position ids follow transformers (the model counts real tokens from `position_offset`).
-Overlong sequences: the answer is kept and the prompt cut from its end (PaliGemma; bos and the
-"\\n" separator stay), as pipeline.encode_text does; an Idefics3 prompt, whose image tokens
-cannot be cut, is refused with the text_len it needs.
+Overlong sequences (packing.layout's rule): the answer is kept and the prompt cut from its end
+(PaliGemma; bos and the "\\n" separator stay); an Idefics3 prompt, whose image tokens cannot be
+cut, is refused with the text_len it needs.
 """
 from __future__ import annotations
 
@@ -24,21 +24,23 @@ import math
 
 import numpy as np
 
-from leaml_jax.data import pipeline, prompts
-from leaml_jax.data.errors import DataError
+from leaml_jax.data import packing, prompts
+from leaml_jax.errors import DataError
 from leaml_jax.data.tokenizer import HFTokenizer
 
-FAMILIES = {"PaliGemmaProcessor": "paligemma", "Idefics3Processor": "idefics3"}
+PROCESSOR_FAMILIES = {"PaliGemmaProcessor": "paligemma", "Idefics3Processor": "idefics3"}
 
 
 def family_of(processor) -> str:
+  """The family whose data layout a transformers processor gets (PROCESSOR_FAMILIES)."""
   name = type(processor).__name__
-  if name not in FAMILIES:
-    raise ValueError(f"{name}: no data layout for this processor; supported: {sorted(FAMILIES)}")
-  return FAMILIES[name]
+  if name not in PROCESSOR_FAMILIES:
+    raise ValueError(f"{name}: no data layout for this processor; supported: "
+                     f"{sorted(PROCESSOR_FAMILIES)}")
+  return PROCESSOR_FAMILIES[name]
 
 
-def frames(image) -> list[np.ndarray]:
+def frame_list(image) -> list[np.ndarray]:
   """A record's image: uint8 [H,W,3] (one image) or [n,H,W,3] / a list (n frames)."""
   if isinstance(image, (list, tuple)):
     return [np.asarray(f) for f in image]
@@ -47,7 +49,7 @@ def frames(image) -> list[np.ndarray]:
 
 
 class HFEncoder:
-  """The checkpoint's processor behind pipeline's encoder interface (see module docstring)."""
+  """The checkpoint's processor behind the encoder interface (see module docstring)."""
 
   def __init__(self, processor, text_len: int):
     self.processor, self.text_len = processor, text_len
@@ -65,7 +67,7 @@ class HFEncoder:
 
   # -- the processor -----------------------------------------------------------
   def _process(self, image, prompt: str, target: str | None):
-    images = frames(image)
+    images = frame_list(image)
     for f in images:
       if f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3:
         raise ValueError(f"image must be uint8 [H, W, 3] (or frames [n, H, W, 3]), got {f.dtype} {f.shape}")
@@ -84,7 +86,7 @@ class HFEncoder:
       out["suffix_ids"] = np.asarray(extra, np.int64)
     return len(images), out
 
-  def example(self, image, prompt: str, target: str, example_id=None) -> dict:
+  def encode_example(self, image, prompt: str, target: str, example_id=None) -> dict:
     """Arrays for one sequence: image, text [L], mask_ar, mask_loss, mask_input (int32)."""
     try:
       n, out = self._process(image, prompt, target)
@@ -99,7 +101,7 @@ class HFEncoder:
       prefix = ids[(out["token_type_ids"][0] == 0) & ~is_img].tolist()
       suffix = ids[out["token_type_ids"][0] == 1].tolist()
       sep = self.sep if prefix[-len(self.sep):] == self.sep else []
-      enc = pipeline.layout(prefix[:len(prefix) - len(sep)], sep, suffix, self.text_len,
+      enc = packing.layout(prefix[:len(prefix) - len(sep)], sep, suffix, self.text_len,
                             eos_id=tok.eos_id, pad_id=tok.pad_id, example_id=example_id)
       pixels = out["pixel_values"].transpose(0, 2, 3, 1)
       enc["image"] = pixels[0] if n == 1 else pixels
@@ -111,9 +113,9 @@ class HFEncoder:
                                   f"{len(prefix) + len(suffix)}")
     if len(prefix) + len(suffix) > self.text_len:  # cut the answer, never the prompt's image tokens
       keep = self.text_len - len(prefix) - 1
-      pipeline._warn_truncation("target", example_id, f"{len(suffix)} target tokens, keeping {keep} + eos")
+      packing.warn_truncation("target", example_id, f"{len(suffix)} target tokens, keeping {keep} + eos")
       suffix = suffix[:keep] + [tok.eos_id]
-    enc = pipeline.layout(prefix, [], suffix, self.text_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
+    enc = packing.layout(prefix, [], suffix, self.text_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
                           example_id=example_id, causal=True)
     tiles = out["pixel_values"][0].transpose(0, 2, 3, 1)
     most = n * self.tiles_per_image

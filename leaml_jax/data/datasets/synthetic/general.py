@@ -2,9 +2,10 @@
 balls, flowers) with everyday wording. The demo's base model is pre-trained here."""
 import numpy as np
 
-from leaml_jax.data import render
-from leaml_jax.data.qa_common import Teller, Template, article
+from leaml_jax.data.datasets.synthetic import render
+from leaml_jax.data.datasets.synthetic.qa_common import Teller, Template, article
 
+NUM_FRAMES = 1  # still images
 KINDS = ("house", "tree", "car", "ball", "flower")
 KIND_COLORS = {
     "house": ("red", "blue", "yellow", "white", "brown"),

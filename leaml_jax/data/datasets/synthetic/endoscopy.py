@@ -9,10 +9,11 @@ instrument.
 """
 import numpy as np
 
-from leaml_jax.data import render
-from leaml_jax.data.qa_common import (GRID_LOCATIONS, NUMBER_WORDS, Teller, Template,
-                                      grid_cell_center, join_multi)
+from leaml_jax.data.datasets.synthetic import render
+from leaml_jax.data.datasets.synthetic.qa_common import (GRID_LOCATIONS, NUMBER_WORDS, Teller,
+                                                         Template, grid_cell_center, join_multi)
 
+NUM_FRAMES = 1  # still images
 CATEGORIES = ("normal", "polyp", "inflammation", "instrument")
 CATEGORY_P = (0.15, 0.35, 0.2, 0.3)  # roughly balances the yes/no and count answers
 PROCEDURES = ("colonoscopy", "gastroscopy")

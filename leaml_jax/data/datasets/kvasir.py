@@ -1,6 +1,6 @@
 """kvasir_vqa: the Kvasir-VQA dataset (GI endoscopy, 6,500 images, 58,849 QA) from local files.
 
-Input (config.data.path, see real.SOURCES): the Hugging Face export (parquet, columns
+Input (config.data.path, see KvasirVQA.LAYOUT): the Hugging Face export (parquet, columns
 image{bytes,path}, source, question, answer, img_id) or a folder of <img_id>.jpg plus a
 CSV/JSON(L) of source, question, answer, img_id. Images are resized (squashed) to
 image_size at build time and stored as JPEG.
@@ -18,9 +18,11 @@ import json
 import os
 import re
 
-from leaml_jax.data import frames, real
-from leaml_jax.data.qa_common import join_multi
-from leaml_jax.data.synth_endoscopy import CATEGORIES as SYNTH_CATEGORIES
+from leaml_jax.data import frames
+from leaml_jax.data.datasets import base
+from leaml_jax.data.datasets.synthetic.endoscopy import CATEGORIES as SYNTH_CATEGORIES
+from leaml_jax.data.datasets.synthetic.qa_common import join_multi
+from leaml_jax.errors import DataSizeError, MissingDataError
 
 COLUMNS = ("img_id", "source", "question", "answer")
 QUESTION_TYPES = ("yes_no", "single_choice", "multiple_choice", "color", "location", "count")
@@ -106,20 +108,19 @@ def image_category(source: str, qa: list[dict]) -> str:
 def _read_rows(root: str) -> list[dict]:
   """Annotation rows: dicts with COLUMNS and "_at", where the row's image is: a file path,
   (parquet file, row group, row), or None (not found)."""
-  parquets = real.find_files(root, (".parquet",))
+  parquets = base.find_files(root, (".parquet",))
   if parquets:
     return _parquet_rows(parquets)
   rows = []
-  for path in real.find_files(root, (".csv", ".json", ".jsonl")):
+  for path in base.find_files(root, (".csv", ".json", ".jsonl")):
     table = _table(path)
     if table and all(k in table[0] for k in COLUMNS):
       rows += table
   if not rows:
-    raise real.MissingDataError(real.where_to_get(
-        "kvasir_vqa", root, f"kvasir_vqa: no parquet file and no CSV/JSON with columns "
-        f"{COLUMNS} under {root!r}"))
+    raise MissingDataError(KvasirVQA.where_to_get(
+        root, f"kvasir_vqa: no parquet file and no CSV/JSON with columns {COLUMNS} under {root!r}"))
   images = {os.path.splitext(os.path.basename(p))[0]: p
-            for p in real.find_files(root, (".jpg", ".jpeg", ".png"))}
+            for p in base.find_files(root, (".jpg", ".jpeg", ".png"))}
   for r in rows:
     r["_at"] = images.get(str(r["img_id"]).strip())
   return rows
@@ -142,18 +143,24 @@ def _parquet_rows(files: list[str]) -> list[dict]:
     pf = pq.ParquetFile(path)
     missing = [c for c in COLUMNS + ("image",) if c not in pf.schema_arrow.names]
     if missing:
-      raise real.MissingDataError(f"{path}: parquet file lacks column(s) {missing}; has "
-                                  f"{pf.schema_arrow.names} (expected the Kvasir-VQA HF export)")
+      raise MissingDataError(f"{path}: parquet file lacks column(s) {missing}; has "
+                             f"{pf.schema_arrow.names} (expected the Kvasir-VQA HF export)")
     for g in range(pf.num_row_groups):
       table = pf.read_row_group(g, columns=list(COLUMNS)).to_pylist()
       rows += [{**r, "_at": (path, g, i)} for i, r in enumerate(table)]
   return rows
 
 
-class KvasirVQA(real.LocalBuilder):
+class KvasirVQA(base.LocalBuilder):
   """Kvasir-VQA from local files (HF parquet export or images + CSV/JSON)."""
-  SOURCE = "kvasir_vqa"
   DESCRIPTION = __doc__
+  GET = ("Hugging Face dataset SimulaMet-HOST/Kvasir-VQA (https://huggingface.co/datasets/"
+         "SimulaMet-HOST/Kvasir-VQA), e.g. `huggingface-cli download SimulaMet-HOST/Kvasir-VQA "
+         "--repo-type dataset --local-dir data/kvasir_vqa`")
+  LAYOUT = ("DIR/**/*.parquet (the HF export: columns image{bytes,path}, source, question, "
+            "answer, img_id), or DIR/metadata.csv (or any .csv/.json/.jsonl with columns "
+            "source, question, answer, img_id) plus DIR/**/<img_id>.jpg")
+  ANNOTATIONS = (".parquet", ".csv", ".json", ".jsonl")
 
   def _index(self, root, report):
     index = {}
@@ -181,8 +188,8 @@ class KvasirVQA(real.LocalBuilder):
       report.problem(kind, img_id)
       del index[img_id]
     if not index:
-      raise real.DataSizeError(real.where_to_get("kvasir_vqa", root, f"kvasir_vqa: no image "
-                                                 f"with QA found under {root!r}"))
+      raise DataSizeError(self.where_to_get(root, f"kvasir_vqa: no image with QA found under "
+                                            f"{root!r}"))
     return index
 
   def _example(self, img_id, item):
@@ -234,3 +241,10 @@ def pseudo_qa(question: str, answer: str, options, rng=None) -> dict | None:
       qtype == "yes_no" and answer.lower() not in _YES_NO):
     return None
   return {"question": question.strip(), "answer": answer, "options": None, "type": qtype}
+
+
+def pseudo_qa_rule(labeled_examples):
+  """The pseudo-QA validity rule (`pseudo_qa`). It checks the format of Kvasir-VQA's published
+  question templates and holds no answer list, so the labelled examples add nothing to it."""
+  del labeled_examples
+  return pseudo_qa

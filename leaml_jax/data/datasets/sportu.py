@@ -1,7 +1,7 @@
 """sportu_video: SPORTU-video (1,701 slow-motion clips, 7 sports, 12,048 multiple-choice QA)
 from local files.
 
-Input (config.data.path, see real.SOURCES): SportU_Video_mc.json, a list of items
+Input (config.data.path, see SportuVideo.LAYOUT): SportU_Video_mc.json, a list of items
   {"id": "Basketball_85_1", "question": ..., "options": {"A": ..., "D": ...}, "answer": "B",
    "difficulty level": "easy" | "medium" | "hard"}
 and the clips anywhere below, named <clip id>.<mp4|mov|avi|mkv|webm>. An item's clip is
@@ -18,10 +18,14 @@ import json
 import os
 import re
 
-from leaml_jax.data import frames, real
+from leaml_jax.data import frames
+from leaml_jax.data.datasets import base
+from leaml_jax.data.datasets.synthetic.qa_common import mc_options
+from leaml_jax.errors import DataSizeError, MissingDataError
 from leaml_jax.data.prompts import OPTION_LETTERS
 from leaml_jax.data.scoring import option_letter
 
+QUESTION_TYPES = ("multiple_choice",)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 _VARIANT = re.compile(r"(.+_\d+)_\d+")
 _SPORT = re.compile(r"([A-Za-z][A-Za-z_ -]*?)[_ -]*\d")
@@ -66,22 +70,28 @@ def _load_items(path: str) -> list:
   if isinstance(data, dict):
     data = data.get("data", list(data.values()))
   if not isinstance(data, list):
-    raise real.MissingDataError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
+    raise MissingDataError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
   return data
 
 
-class SportuVideo(real.LocalBuilder):
+class SportuVideo(base.LocalBuilder):
   """SPORTU-video from SportU_Video_mc.json and local clips."""
-  SOURCE = "sportu_video"
   DESCRIPTION = __doc__
+  GET = ("SPORTU (https://github.com/chili-lab/SPORTU): SportU_Video_mc.json from the GitHub "
+         "repository, the video clips from the download link in its README")
+  LAYOUT = ("DIR/**/SportU_Video_mc.json and the clips anywhere under DIR as "
+            "<clip id>.mp4 (.mov/.avi/.mkv/.webm), e.g. DIR/videos/Basketball/Basketball_85.mp4; "
+            "the clip id is the item id, or the item id without its trailing _<n> variant")
+  ANNOTATIONS = ("sportu_video_mc.json",)
+  CLIPS = True
 
   def _index(self, root, report):
-    items = _load_items(real.present(self.SOURCE, root))
+    items = _load_items(self.present(root))
     clips = {os.path.splitext(os.path.basename(p))[0].lower(): p
-             for p in real.find_files(root, VIDEO_EXTENSIONS)}
+             for p in base.find_files(root, VIDEO_EXTENSIONS)}
     if not clips:
-      raise real.DataSizeError(real.where_to_get(
-          self.SOURCE, root, f"sportu_video: no video clips ({', '.join(VIDEO_EXTENSIONS)}) "
+      raise DataSizeError(self.where_to_get(
+          root, f"sportu_video: no video clips ({', '.join(VIDEO_EXTENSIONS)}) "
           f"found under {root!r} (searched recursively)"))
     index, missing = {}, set()
     for n, item in enumerate(items):
@@ -119,8 +129,8 @@ class SportuVideo(real.LocalBuilder):
                           "category": entry["sport"], "difficulty": difficulty,
                           "options": options, "item_id": item_id})
     if not index:
-      raise real.DataSizeError(real.where_to_get(
-          self.SOURCE, root, f"sportu_video: {len(clips)} clip file(s) under {root!r} but none "
+      raise DataSizeError(self.where_to_get(
+          root, f"sportu_video: {len(clips)} clip file(s) under {root!r} but none "
           f"belongs to an item of SportU_Video_mc.json with a valid question"))
     return index
 
@@ -153,7 +163,6 @@ def pseudo_qa(question: str, answer: str, options, rng, sets: dict) -> dict | No
   its answer's text (options are format, not knowledge): the question must be one asked in the
   labelled pool and the answer one of its option texts; the options (up to 4) are drawn here
   from that question's option texts. Generated options must be 2-8 letters holding the answer."""
-  from leaml_jax.data.qa_common import mc_options  # pylint: disable=import-outside-toplevel
   question = question.strip()
   if options is not None:
     options = parse_options(options)
@@ -165,3 +174,9 @@ def pseudo_qa(question: str, answer: str, options, rng, sets: dict) -> dict | No
     return None
   letter, drawn = mc_options(rng, answer, pool, n=min(4, len(pool)))
   return {"question": question, "answer": letter, "options": drawn, "type": "multiple_choice"}
+
+
+def pseudo_qa_rule(labeled_examples):
+  """`pseudo_qa` with the option texts each question was asked with in `labeled_examples`."""
+  sets = option_sets(labeled_examples)
+  return lambda question, answer, options, rng: pseudo_qa(question, answer, options, rng, sets)

@@ -13,23 +13,28 @@ Example i of a (domain, split, seed) depends on nothing else, so generating
 more examples only appends; facts, image, QA and caption draw from separate
 random streams, so changing `caption_error_rate` changes captions only.
 
+Pseudo-QA validity (`pseudo_qa_rule`) knows only what the labelled examples reveal: the
+templates asked there, with the slot values and answers seen there, never the world's lists.
+
 Look at a domain:
-  python -m leaml_jax.data.synthetic --show synthetic_endoscopy --out grid.png
+  python -m leaml_jax.data.datasets.synthetic --show synthetic_endoscopy --out grid.png
 Time generation:
-  python -m leaml_jax.data.synthetic --time synthetic_sports --num 20000
+  python -m leaml_jax.data.datasets.synthetic --time synthetic_sports --num 20000
+(the TFDS builders of the domains are in builder.py, the command line in __main__.py)
 """
-import argparse
+import collections
+import dataclasses
 import textwrap
-import time
 
 import numpy as np
 
-from leaml_jax.data import synth_endoscopy, synth_general, synth_sports
-from leaml_jax.data.qa_common import MULTI_SEP, Template
+from leaml_jax.data import frames, prompts
+from leaml_jax.data.datasets.synthetic import endoscopy, general, sports
+from leaml_jax.data.datasets.synthetic.qa_common import MULTI_SEP, Template, mc_options
 
 DOMAINS = ("synthetic_general", "synthetic_endoscopy", "synthetic_sports")
 SPLITS = ("train", "validation", "test")
-_MODULES = dict(zip(DOMAINS, (synth_general, synth_endoscopy, synth_sports)))
+_MODULES = dict(zip(DOMAINS, (general, endoscopy, sports)))
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_QA_PER_IMAGE = 5
 
@@ -63,19 +68,31 @@ def teacher_missing_terms(domain: str) -> tuple[str, ...]:
   return _module(domain).TEACHER_MISSING_TERMS
 
 
+def num_frames(domain: str) -> int:
+  """Frames per example: 1 for still images, else the clip's frame count (a strip of frames)."""
+  return _module(domain).NUM_FRAMES
+
+
+def _matching(candidates, question: str) -> Template | None:
+  question = question.strip()
+  return next((t for t in candidates if t.pattern().match(question)), None)
+
+
 def match_template(domain: str, question: str) -> Template | None:
   """The template a question was written from, or None."""
-  for t in templates(domain):
-    if t.pattern().match(question.strip()):
-      return t
-  return None
+  return _matching(templates(domain), question)
 
 
 def validate_qa(domain: str, question: str, answer: str, options=None) -> str | None:
-  """Type of a (pseudo) QA whose question, answer and options are well formed
-  for this domain, else None. Used to filter generated pseudo-QA."""
+  """Type of a QA whose question, answer and options are well formed for this domain's world
+  (any slot value and answer it can produce), else None."""
   t = match_template(domain, question)
-  if t is None or not isinstance(answer, str):
+  return None if t is None else _qa_type(t, answer, options)
+
+
+def _qa_type(t: Template, answer, options) -> str | None:
+  """t.type when `answer` and `options` are well formed for template `t`, else None."""
+  if not isinstance(answer, str):
     return None
   if t.options:
     if not options or answer not in options or len(options) != 4:
@@ -90,6 +107,55 @@ def validate_qa(domain: str, question: str, answer: str, options=None) -> str | 
       or (t.multi and parts != sorted(parts)) or (len(parts) > 1 and "none" in parts)):
     return None
   return t.type
+
+
+# --- pseudo-QA validity from the labelled examples --------------------------------
+
+def seen_templates(domain: str, labeled_examples) -> list[Template]:
+  """The domain's templates as the labelled QA reveal them: only those asked there, each slot
+  restricted to the values filled in there and the answers to those given there (multiple
+  choice: every option text shown there, as SPORTU's rule uses its labelled option texts)."""
+  slots, answers = collections.defaultdict(set), collections.defaultdict(set)
+  for ex in labeled_examples:
+    for q in ex["qa"]:
+      t = match_template(domain, q["question"])
+      if t is None:
+        continue
+      for name, value in t.pattern().match(q["question"].strip()).groupdict().items():
+        slots[t.key, name].add(value)
+      if t.options:
+        answers[t.key].update((q.get("options") or {}).values())
+      else:
+        answers[t.key].update(q["answer"].split(MULTI_SEP) if t.multi else [q["answer"]])
+  return [dataclasses.replace(t, answers=tuple(sorted(answers[t.key])),
+                              slots=tuple((name, tuple(sorted(slots[t.key, name])))
+                                          for name, _ in t.slots))
+          for t in templates(domain) if answers[t.key]]
+
+
+def pseudo_qa_rule(domain: str, labeled_examples):
+  """`rule(question, answer, options, rng) -> {"question", "answer", "options", "type"} | None`
+  for generated QA: the question must fill a template seen in the labelled QA with slot values
+  seen there, and the answer be one seen there for that template (the format of the domain:
+  sorted, distinct parts for multi-answer types; 4 distinct options holding the answer for
+  multiple choice). A multiple-choice QA generated with its answer's text (no options) gets 4
+  options drawn with `rng` from that template's seen answers; fewer than 4 seen: None."""
+  seen = seen_templates(domain, labeled_examples)
+
+  def rule(question, answer, options, rng):
+    t = _matching(seen, question)
+    if t is None:
+      return None
+    if t.options and options is None:
+      if answer not in t.answers or len(t.answers) < 4:
+        return None
+      answer, options = mc_options(rng, answer, t.answers)
+    qtype = _qa_type(t, answer, options)
+    if qtype is None:
+      return None
+    return {"question": question, "answer": answer, "options": options, "type": qtype}
+
+  return rule
 
 
 def generate_example(domain: str, split: str, index: int, seed: int,
@@ -131,7 +197,6 @@ def generate_examples(domain: str, split: str, num: int, seed: int,
 
 def corpus(num_per_domain: int = 600, seed: int = 0) -> list[str]:
   """Every kind of text the synthetic worlds produce (to train the tokenizer)."""
-  from leaml_jax.data import prompts  # pylint: disable=import-outside-toplevel
   texts = [prompts.caption_prompt(), prompts.qa_gen_prompt()]
   for domain in DOMAINS:
     for t in templates(domain):  # every slot value and answer, even if rare
@@ -175,7 +240,6 @@ def show_grid(domain: str, out: str, *, num: int = 12, split: str = "train", see
     x0, y0 = (k % cols) * tile_w + 8, (k // cols) * tile_h + 8
     image = ex["image"]
     if ex["facts"].get("num_frames", 1) > 1:  # a clip's frame strip: show the frames 2x2
-      from leaml_jax.data import frames  # pylint: disable=import-outside-toplevel
       n = ex["facts"]["num_frames"]
       image = frames.tile(frames.from_strip(image, n), frames.grid_side(n) * image.shape[1])
     big = Image.fromarray(image).resize((side, side), Image.NEAREST)
@@ -184,32 +248,3 @@ def show_grid(domain: str, out: str, *, num: int = 12, split: str = "train", see
       draw.text((x0, y0 + side + 4 + 16 * j), line, fill="black", font=font)
   sheet.save(out)
   return out
-
-
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--show", choices=DOMAINS, help="write a grid of examples")
-  ap.add_argument("--time", choices=DOMAINS, help="time generating --num examples")
-  ap.add_argument("--out", default="grid.png")
-  ap.add_argument("--num", type=int, default=12)
-  ap.add_argument("--split", default="train", choices=SPLITS)
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--caption_error_rate", type=float, default=0.15)
-  ap.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE)
-  args = ap.parse_args(argv)
-  if args.show:
-    print(show_grid(args.show, args.out, num=args.num, split=args.split, seed=args.seed,
-                    caption_error_rate=args.caption_error_rate, image_size=args.image_size))
-  if args.time:
-    t0 = time.perf_counter()
-    exs = generate_examples(args.time, args.split, args.num, args.seed,
-                            args.caption_error_rate, image_size=args.image_size)
-    dt = time.perf_counter() - t0
-    print(f"{args.time}: {len(exs)} examples in {dt:.1f} s "
-          f"({1e3 * dt / max(len(exs), 1):.2f} ms/example)")
-  if not (args.show or args.time):
-    ap.error("nothing to do: pass --show DOMAIN or --time DOMAIN")
-
-
-if __name__ == "__main__":
-  main()
