@@ -72,16 +72,6 @@ def neuron_mask(mask) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def mask_gradients(params, mask):
-  """Params whose gradient flows only where mask is 1 (values unchanged, bit-exact).
-
-  Used when the relevance mask covers one loss term only (the caption-distillation term):
-  that term is computed with `mask_gradients(params, mask)`, the other terms with `params`.
-  """
-  return jax.tree.map(
-      lambda p, m: jnp.where(jnp.asarray(m, bool), p, jax.lax.stop_gradient(p)), params, mask)
-
-
 def schedule(cfg) -> optax.Schedule:
   warmup = int(cfg.warmup_steps)
   total = max(int(cfg.steps), warmup + 1)
