@@ -5,6 +5,13 @@
 Frozen and masked entries are zeroed *after* AdamW, so neither Adam moments nor weight decay
 can move them: they stay bit-identical. Trainability comes from regex rules over parameter
 paths (`cfg.trainable = [(regex, bool), ...]`, first match wins, every path must match one).
+
+Weight decay goes by a parameter's role (its path), never its rank: with scanned layers a
+stacked norm scale or bias is [layers, D], as 2-D as any matrix. Decayed: every `.../kernel`
+(dense, attention and conv weights, the connector) and the LoRA factors `lora/.../a|b` (decay
+pulls the low-rank delta towards zero, i.e. the merged weight towards the base). Never decayed:
+norm scales, biases, the token embedding (tied to the output head in Gemma; rows of rare tokens
+would decay towards zero just for being rare) and position embeddings, as in big_vision.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+
+DECAY = r".*/kernel|lora/.*/(a|b)"  # fullmatch over the parameter path; see the module docstring
 
 
 def path_str(path) -> str:
@@ -80,9 +89,10 @@ def schedule(cfg) -> optax.Schedule:
       end_value=cfg.lr * cfg.get("end_lr_factor", 0.0))
 
 
-def _decay_mask(params):
-  # Weight decay on matrices only (not norms, biases, scalars).
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+def decay_mask(params):
+  """Bool tree: which params take weight decay (by path, see DECAY)."""
+  rx = re.compile(DECAY)
+  return jax.tree_util.tree_map_with_path(lambda p, _: bool(rx.fullmatch(path_str(p))), params)
 
 
 def make_optimizer(cfg, params, neuron_mask_tree=None) -> optax.GradientTransformation:
@@ -92,7 +102,7 @@ def make_optimizer(cfg, params, neuron_mask_tree=None) -> optax.GradientTransfor
   if cfg.clip_norm:
     links.append(optax.clip_by_global_norm(cfg.clip_norm))
   links.append(optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=1e-8,
-                           weight_decay=cfg.weight_decay, mask=_decay_mask))
+                           weight_decay=cfg.weight_decay, mask=decay_mask))
   if neuron_mask_tree is not None:
     links.append(neuron_mask(neuron_mask_tree))
   # Whole-tensor freeze as a scalar 0/1 mask per leaf: no per-entry memory.

@@ -1,4 +1,6 @@
-"""The pure train step: sharding invariance, frozen params, NaN guard, grad accumulation."""
+"""The pure train step and its optimizer: sharding invariance, frozen params, weight decay by
+role, NaN guard, grad accumulation."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,8 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
-from leaml_jax import defaults, losses, optim, sharding as shd, train
+from leaml_jax import defaults, lora, losses, optim, sharding as shd, train
+from leaml_jax.models.vlm import dummy_inputs
 from tests import helpers
 
 
@@ -115,6 +118,38 @@ def test_nan_loss_keeps_state_and_reports():
   with pytest.raises(train.NonFiniteLossError, match="NaN/Inf"):
     train.fit(state=state, step_fn=step, data_iter=it, num_steps=3, rng=jax.random.key(0),
               mesh=mesh, log_every=1)
+
+
+def test_weight_decay_by_role_not_rank_with_scanned_layers():
+  """Zero gradients: Adam's step is 0, so an update is exactly -lr·wd·p where decayed, else 0."""
+  model, cfg = helpers.tiny_model(scan=True)
+  abstract = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *dummy_inputs(cfg)))
+  rng = np.random.default_rng(0)
+  base = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float32),
+                      abstract["params"])
+  params = {"base": base, "lora": lora.init(base, jax.random.key(1), rank=2)}
+  params["lora"] = jax.tree.map(lambda x: x + 1.0, params["lora"])  # no all-zero b factors
+  lr, wd = 0.5, 0.1
+  tx = optim.make_optimizer(_opt_cfg(lr=lr, wd=wd, steps=10), params)  # warmup 1: lr(1) = lr
+  opt_state = tx.init(params)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  _, opt_state = tx.update(zeros, opt_state, params)  # step 0: lr = 0
+  updates, _ = tx.update(zeros, opt_state, params)
+  decayed = {"kernel", "a", "b"}  # dense/attention/conv kernels and LoRA factors, nothing else
+  seen = set()
+  for (path, u), p in zip(jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(params)):
+    name, p = optim.path_str(path), np.asarray(p)
+    leaf = name.rsplit("/", 1)[-1]
+    seen.add(leaf)
+    if leaf in decayed:
+      np.testing.assert_allclose(u, -lr * wd * p, rtol=1e-6, err_msg=name)
+    else:
+      assert not np.asarray(u).any(), f"{name} {p.shape} must not be weight-decayed"
+  # The scanned model stacks norms and biases as [layers, D]: rank cannot tell them from matrices.
+  stacked_scale = _get(params, "base/llm/layers/pre_attn_norm/scale")
+  stacked_bias = _get(params, "base/img/Transformer/encoderblock/layer_norm1/bias")
+  assert stacked_scale.ndim == 2 and stacked_bias.ndim == 2
+  assert {"scale", "bias", "embedding", "pos_embedding"} <= seen
 
 
 def test_flops_estimate_matches_hand_count():
