@@ -92,11 +92,14 @@ def create_state(params, tx, mesh) -> tuple[TrainState, Any]:
   params = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, shd.replicated(mesh)),
                         params)
   param_sh = jax.tree.map(lambda x: x.sharding, params)
-  # Moments mirror the params; anything else (counts, masks, scalars) is replicated.
+  # Moments mirror the params; anything else (counts, masks, scalars) is replicated. Leaves that
+  # a masked/partitioned optimizer keeps no state for (frozen params) are optax.MaskedNode: they
+  # must stay MaskedNode here, so the shardings tree has the state's structure.
   abstract_opt = jax.eval_shape(tx.init, params)
+  hole = lambda x: isinstance(x, optax.MaskedNode)
   opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_opt, param_sh,
-      transform_non_params=lambda _: shd.replicated(mesh))
+      tx, lambda s, p_sh: s if hole(s) else p_sh, abstract_opt, param_sh,
+      transform_non_params=lambda _: shd.replicated(mesh), is_leaf=hole)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shd.replicated(mesh)),
                      params=params, opt_state=opt_state)

@@ -1,5 +1,5 @@
-"""The pure train step and its optimizer: sharding invariance, frozen params, weight decay by
-role, NaN guard, grad accumulation."""
+"""The pure train step and its optimizer: sharding invariance, frozen params (no state, no say
+in clipping), weight decay by role, NaN guard, grad accumulation."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -150,6 +150,97 @@ def test_weight_decay_by_role_not_rank_with_scanned_layers():
   stacked_bias = _get(params, "base/img/Transformer/encoderblock/layer_norm1/bias")
   assert stacked_scale.ndim == 2 and stacked_bias.ndim == 2
   assert {"scale", "bias", "embedding", "pos_embedding"} <= seen
+
+
+def _lora_like_params():
+  rng = np.random.default_rng(0)
+  f32 = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
+  return {"base": {"llm": {"q": {"kernel": f32(4, 3)}, "norm": {"scale": f32(3)}}},
+          "lora": {"llm/q/kernel": {"a": f32(4, 2), "b": f32(2, 3)}}}
+
+
+def test_clipping_ignores_frozen_gradients():
+  """Huge frozen (base) gradients must not shrink the LoRA update: the reference is clip+AdamW
+  over the LoRA subtree alone (optax), run for 3 steps with gradients of different norms."""
+  params = _lora_like_params()
+  ocfg = _opt_cfg(trainable=lora.TRAINABLE, lr=0.1, wd=0.1, steps=5)
+  ocfg.clip_norm = 1.0
+  tx = optim.make_optimizer(ocfg, params)
+  ref_tx = optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(optim.schedule(ocfg), b1=ocfg.b1, b2=ocfg.b2, eps=1e-8,
+                                   weight_decay=0.1))  # LoRA factors are all decayed
+  state, ref_state = tx.init(params), ref_tx.init(params["lora"])
+  p, ref_p = params, params["lora"]
+  rng = np.random.default_rng(1)
+  for scale in (5.0, 0.3, 40.0):  # LoRA gradient norms above and below the clip norm
+    g_lora = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), ref_p)
+    g_lora = jax.tree.map(lambda g: g * scale / optax.tree.norm(g_lora), g_lora)
+    g_base = jax.tree.map(lambda x: jnp.full_like(x, 1e8), params["base"])
+    updates, state = tx.update({"base": g_base, "lora": g_lora}, state, p)
+    p = optax.apply_updates(p, updates)
+    ref_up, ref_state = ref_tx.update(g_lora, ref_state, ref_p)
+    ref_p = optax.apply_updates(ref_p, ref_up)
+    for a, b in zip(jax.tree.leaves(updates["lora"]), jax.tree.leaves(ref_up)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+    for u in jax.tree.leaves(updates["base"]):
+      assert not np.asarray(u).any()
+  for a, b in zip(jax.tree.leaves(p["base"]), jax.tree.leaves(params["base"])):
+    assert np.array_equal(a, b)
+
+
+def test_frozen_params_have_no_optimizer_state():
+  params = _lora_like_params()
+  mask = jax.tree.map(lambda x: np.ones((1,) * x.ndim, np.float32), params)  # neuron mask too
+  tx = optim.make_optimizer(_opt_cfg(trainable=lora.TRAINABLE), params, mask)
+  opt_state = tx.init(params)
+  arrays = jax.tree_util.tree_leaves_with_path(opt_state)
+  assert not [jax.tree_util.keystr(k) for k, _ in arrays if "'base'" in jax.tree_util.keystr(k)]
+  lora_bytes = sum(x.nbytes for x in jax.tree.leaves(params["lora"]))
+  mask_bytes = sum(m.nbytes for m in jax.tree.leaves(mask["lora"]))
+  scalars = [x for _, x in arrays if x.ndim == 0]  # step counts
+  assert len(scalars) <= 3
+  # Adam's two moments of the LoRA factors, their neuron mask, the counts: nothing else.
+  assert sum(x.nbytes for _, x in arrays) == 2 * lora_bytes + mask_bytes + sum(
+      x.nbytes for x in scalars)
+
+
+def test_lora_state_born_sharded_and_base_untouched_on_eight_devices():
+  mesh = shd.make_mesh({"data": 2, "fsdp": 4, "tensor": 1})
+  model, cfg = helpers.tiny_model()
+  base = helpers.init_params(model, cfg, mesh)
+  params = {"base": base, "lora": lora.init(base, jax.random.key(1), rank=2)}
+  # LoRA plus one fsdp-sharded base leaf (the embedding), so sharded moments are checked too.
+  rules = ((r"base/llm/embedder/.*", True), (r"base/.*", False), (r"lora/.*", True))
+  tx = optim.make_optimizer(_opt_cfg(trainable=rules), params)
+  state, sh = train.create_state(params, tx, mesh)
+  param_sh = {jax.tree_util.keystr(k): x.sharding  # (LoRA factors: replicated onto the mesh)
+              for k, x in jax.tree_util.tree_leaves_with_path(state.params)}
+  emb = "['base']['llm']['embedder']['embedding']"
+  moments = 0
+  for k, x in jax.tree_util.tree_leaves_with_path(state.opt_state):
+    path = jax.tree_util.keystr(k)
+    assert "['base']" not in path or path.endswith(emb), f"state for a frozen param: {path}"
+    owner = [p for p in param_sh if path.endswith(p)]
+    if owner and x.ndim:
+      moments += 1
+      assert x.sharding.is_equivalent_to(param_sh[owner[0]], x.ndim), (path, x.sharding)
+  assert moments == 2 * (len(jax.tree.leaves(params["lora"])) + 1)  # mu, nu
+  assert len(param_sh[emb].device_set) == 8  # the embedding's moments really are split
+
+  loss_fn = losses.lm_loss(model, lambda p: lora.merge(p, rank=2, alpha=4.0))
+  step = train.jit_train_step(train.make_train_step(loss_fn, tx), sh, mesh)
+  before = jax.device_get(params)
+  b = helpers.random_batch(np.random.default_rng(0), cfg)
+  state, m = step(state, shd.shard_batch(b, mesh), jax.random.key(0))
+  state, m = step(state, shd.shard_batch(b, mesh), jax.random.key(1))  # step 0 has lr 0
+  assert float(m["ok"]) == 1.0
+  after = jax.device_get(state.params)
+  for (k, x), y in zip(jax.tree_util.tree_leaves_with_path(after), jax.tree.leaves(before)):
+    path = jax.tree_util.keystr(k)
+    if path.startswith("['base']") and path != emb:
+      assert np.array_equal(x, y), path
+  up = "llm/layers/mlp/up_proj/kernel"
+  assert not np.array_equal(after["lora"][up]["b"], before["lora"][up]["b"])
 
 
 def test_flops_estimate_matches_hand_count():
