@@ -1,5 +1,5 @@
 """The pure train step and its optimizer: sharding invariance, frozen params (no state, no say
-in clipping), weight decay by role, NaN guard, grad accumulation."""
+in clipping), weight decay by role, the on-device NaN guard, grad accumulation."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
-from leaml_jax import defaults, lora, losses, optim, sharding as shd, train
+from leaml_jax import checkpoint, defaults, lora, losses, optim, sharding as shd, train
 from leaml_jax.models.vlm import dummy_inputs
 from tests import helpers
 
@@ -111,13 +111,70 @@ def test_nan_loss_keeps_state_and_reports():
   b = helpers.random_batch(np.random.default_rng(0), cfg)
   b["image"][0, 0, 0, 0] = np.nan
   state, m = step(state, shd.shard_batch(b, mesh), jax.random.key(0))
-  assert float(m["ok"]) == 0.0 and int(state.step) == 0
+  assert float(m["ok"]) == 0.0 and int(state.step) == 0 and int(state.nonfinite_step) == 1
   for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params))):
     assert np.array_equal(x, y)
   it = iter([b] * 3)
-  with pytest.raises(train.NonFiniteLossError, match="NaN/Inf"):
+  with pytest.raises(train.NonFiniteLossError, match="NaN/Inf at step 1"):
     train.fit(state=state, step_fn=step, data_iter=it, num_steps=3, rng=jax.random.key(0),
               mesh=mesh, log_every=1)
+
+
+# A linear least-squares model: the guard's bookkeeping, without compiling the VLM.
+def _linear_loss(params, batch, rng):
+  del rng
+  loss = jnp.mean((batch["x"] @ params["w"]["kernel"] - batch["y"]) ** 2)
+  return loss, {}
+
+
+def _linear_setup(mesh):
+  params = {"w": {"kernel": jax.device_put(jnp.ones((4,)), shd.replicated(mesh))}}
+  tx = optim.make_optimizer(_opt_cfg(lr=0.1, steps=12), params)
+  state, sh = train.create_state(params, tx, mesh)
+  step = train.jit_train_step(train.make_train_step(_linear_loss, tx), sh, mesh)
+  return state, step
+
+
+def _linear_batches(n, nan_at=None):
+  rng = np.random.default_rng(0)
+  out = [{"x": rng.normal(size=(8, 4)).astype(np.float32),
+          "y": rng.normal(size=(8,)).astype(np.float32)} for _ in range(n)]
+  if nan_at is not None:
+    out[nan_at - 1]["x"][3, 1] = np.nan  # step numbers are 1-based
+  return out
+
+
+def test_nonfinite_step_is_sticky_and_counter_counts_good_steps():
+  mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  state, step = _linear_setup(mesh)
+  oks = []
+  for b in _linear_batches(5, nan_at=3):  # good, good, NaN, good, good
+    state, m = step(state, shd.shard_batch(b, mesh), jax.random.key(0))
+    oks.append(float(m["ok"]))
+  # Steps after the bad one are no-ops even though their loss is finite.
+  assert oks == [1.0, 1.0, 0.0, 0.0, 0.0]
+  assert int(state.step) == 2 and int(state.nonfinite_step) == 3
+
+
+def test_nan_between_sync_points_is_reported_and_last_checkpoint_is_good(tmp_path):
+  """NaN at step 6 with log and save every 4 steps: neither a log nor a save step."""
+  mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  state, step = _linear_setup(mesh)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), save_every=4)
+  with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf at step 6\b"):
+    train.fit(state=state, step_fn=step, data_iter=iter(_linear_batches(12, nan_at=6)),
+              num_steps=12, rng=jax.random.key(0), mesh=mesh, checkpointer=ckpt, log_every=4)
+  assert ckpt.latest_step() == 4  # nothing was saved at step 8 (or 12)
+
+  # The step-4 checkpoint holds exactly the state after the first 4 (good) batches.
+  ref, ref_step = _linear_setup(mesh)
+  for b in _linear_batches(4):
+    ref, _ = ref_step(ref, shd.shard_batch(b, mesh), jax.random.key(0))
+  restored, _ = ckpt.restore(checkpoint.abstract_like(ref))
+  ckpt.close()
+  assert int(restored.step) == 4 and int(restored.nonfinite_step) == 0
+  np.testing.assert_array_equal(restored.params["w"]["kernel"], ref.params["w"]["kernel"])
+  assert np.isfinite(np.asarray(restored.params["w"]["kernel"])).all()
 
 
 def test_weight_decay_by_role_not_rank_with_scanned_layers():
