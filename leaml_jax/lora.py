@@ -6,6 +6,7 @@ so LoRA runs through the same train_step as every other method.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import jax
@@ -23,8 +24,9 @@ def _split(name: str, shape):
   layer = name.split("/")[-2]
   n_out, n_in = _OUT_AXES.get(layer, 1), _IN_AXES.get(layer, 1)
   lead = len(shape) - n_in - n_out
-  d_in = int(jnp.prod(jnp.array(shape[lead:lead + n_in])))
-  d_out = int(jnp.prod(jnp.array(shape[lead + n_in:])))
+  # Plain integer arithmetic on the static shape, so `init` also traces (eval_shape, jit).
+  d_in = math.prod(shape[lead:lead + n_in])
+  d_out = math.prod(shape[lead + n_in:])
   return shape[:lead], d_in, d_out
 
 

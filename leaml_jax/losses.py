@@ -8,7 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from leaml_jax import optim
+# neurons imports losses too (relevance needs token_ce): neither touches the other at import time.
+from leaml_jax import neurons
 
 
 def token_ce(logits_BLV, text_BL, mask_loss_BL):
@@ -54,7 +55,7 @@ def generator_loss(model, *, distill_weight: float, distill_mask=None):
                         batch["qa"]["text"], batch["qa"]["mask_loss"])
     if distill_weight == 0.0:
       return qa, {"loss_qa": qa, "token_acc_qa": m_qa["token_acc"]}
-    p_d = params if distill_mask is None else optim.mask_gradients(params, distill_mask)
+    p_d = params if distill_mask is None else neurons.mask_gradients(params, distill_mask)
     dist, m_d = token_ce(model_logits(model, p_d, batch["distill"], r_d),
                          batch["distill"]["text"], batch["distill"]["mask_loss"])
     return qa + distill_weight * dist, {"loss_qa": qa, "loss_distill": dist,

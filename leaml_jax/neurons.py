@@ -9,7 +9,8 @@ h_j and dL_QA/dh_j:
     taylor:      mean over answer positions of |h_j · dL_QA/dh_j|   (first-order loss change
                  if neuron j were removed)
 
-Axis legend: D depth (scanned layers), B batch, T positions, F neurons.
+Axis legend: Ly layers (the scanned depth axis), B batch, T positions, P image patches,
+F neurons.
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def make_relevance_fn(model, score: str):
       h_x = h_x[0] if isinstance(h_x, tuple) else h_x  # sow stores a tuple
       g_x = g[path]
       B = batch["mask_loss"].shape[0]
-      if h_x.shape[-3] != B:  # a ViT over n image blocks per row: [.., B*n, N, F] -> [.., B, n*N, F]
+      if h_x.shape[-3] != B:  # a ViT over n image blocks per row: [.., B*n, P, F] -> [.., B, n*P, F]
         h_x, g_x = (x.reshape(*x.shape[:-3], B, -1, x.shape[-1]) for x in (h_x, g_x))
       T = h_x.shape[-2]
       w_BT = _position_weights(batch["mask_loss"], T, vit=path.startswith("img"))
@@ -85,7 +86,7 @@ def make_relevance_fn(model, score: str):
 
 
 def relevance(model, params, batches: Iterable[dict], *, score: str = "taylor", mesh=None):
-  """Per-neuron relevance over labelled QA batches -> {mlp_path: np.ndarray [(depth,) F]}."""
+  """Per-neuron relevance over labelled QA batches -> {mlp_path: np.ndarray [(Ly,) F]}."""
   fn = make_relevance_fn(model, score)
   sums, weights = {}, {}
   ctx = shd.with_mesh_rules(mesh) if mesh is not None else contextlib.nullcontext()
@@ -103,11 +104,11 @@ def relevance(model, params, batches: Iterable[dict], *, score: str = "taylor", 
 
 def select(scores: dict, fraction: float, *, per_layer: bool = False, params=None,
            non_neuron: str = "frozen", towers: tuple[str, ...] | None = None):
-  """Top-`fraction` neurons -> (neuron masks {mlp_path: bool [(depth,) F]}, param mask tree or None).
+  """Top-`fraction` neurons -> (neuron masks {mlp_path: bool [(Ly,) F]}, param mask tree or None).
 
   Exactly round(fraction · n) neurons are chosen (globally, or in every layer when per_layer);
   ties break by lower index. With `params`, also returns a mask shaped like the params (leaves
-  broadcastable: [depth, 1, F] for gate/up, [depth, F, 1] for down); params that hold no
+  broadcastable: [Ly, 1, F] for gate/up, [Ly, F, 1] for down); params that hold no
   selectable neuron get a scalar 0 (non_neuron="frozen") or 1 ("trainable").
   """
   if not 0.0 < fraction <= 1.0:
@@ -139,6 +140,16 @@ def select(scores: dict, fraction: float, *, per_layer: bool = False, params=Non
   return masks, param_mask(masks, params, non_neuron=non_neuron)
 
 
+def mask_gradients(params, mask):
+  """Params whose gradient flows only where mask is 1 (values unchanged, bit-exact).
+
+  Used when the relevance mask covers one loss term only (the caption-distillation term):
+  that term is computed with `mask_gradients(params, mask)`, the other terms with `params`.
+  """
+  return jax.tree.map(
+      lambda p, m: jnp.where(jnp.asarray(m, bool), p, jax.lax.stop_gradient(p)), params, mask)
+
+
 def _top(values, n: int):
   order = np.lexsort((np.arange(values.size), -values))  # descending value, then index
   return order[:n]
@@ -150,7 +161,7 @@ def random_scores(scores: dict, rng: np.random.Generator) -> dict:
 
 
 def param_mask(neuron_masks: dict, params, *, non_neuron: str = "frozen"):
-  """Expand {mlp_path: bool [(depth,) F]} to a mask tree over params (see `select`)."""
+  """Expand {mlp_path: bool [(Ly,) F]} to a mask tree over params (see `select`)."""
   fill = {"frozen": 0.0, "trainable": 1.0}[non_neuron]
   flat = traverse_util.flatten_dict(params, sep="/")
   out = {}
@@ -161,7 +172,7 @@ def param_mask(neuron_masks: dict, params, *, non_neuron: str = "frozen"):
     if axis is None or module not in neuron_masks:
       out[path] = np.float32(fill)
       continue
-    m = neuron_masks[module].astype(np.float32)  # [(depth,) F]
+    m = neuron_masks[module].astype(np.float32)  # [(Ly,) F]
     if axis == -1:
       m = m.reshape(m.shape[:-1] + (1,) * (p.ndim - m.ndim) + m.shape[-1:])
     else:

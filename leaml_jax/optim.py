@@ -1,10 +1,23 @@
 """Optimizer: what trains, how fast, and the selective-neuron-update mask.
 
-`make_optimizer(cfg, params, neuron_mask=None)` builds
-    clip -> AdamW(warmup+cosine) -> [neuron_mask] -> freeze
-Frozen and masked entries are zeroed *after* AdamW, so neither Adam moments nor weight decay
-can move them: they stay bit-identical. Trainability comes from regex rules over parameter
-paths (`cfg.trainable = [(regex, bool), ...]`, first match wins, every path must match one).
+`make_optimizer(cfg, params, neuron_mask=None)` partitions the params by the trainability rules:
+
+    trainable:  clip -> AdamW(warmup+cosine) -> [neuron_mask]
+    frozen:     set_to_zero
+
+Trainability comes from regex rules over parameter paths (`cfg.trainable = [(regex, bool), ...]`,
+first match wins, every path must match one). Frozen parameters carry no optimizer state (no Adam
+moments, no mask) and take no part in the global clip norm: a LoRA run is clipped by the norm of
+its LoRA gradients alone, not by the frozen base's. Their update is exactly zero, so they stay
+bit-identical. The neuron mask is the last link of the trainable chain, so neither Adam moments
+nor weight decay can move a masked entry.
+
+Weight decay goes by a parameter's role (its path), never its rank: with scanned layers a
+stacked norm scale or bias is [layers, D], as 2-D as any matrix. Decayed: every `.../kernel`
+(dense, attention and conv weights, the connector) and the LoRA factors `lora/.../a|b` (decay
+pulls the low-rank delta towards zero, i.e. the merged weight towards the base). Never decayed:
+norm scales, biases, the token embedding (tied to the output head in Gemma; rows of rare tokens
+would decay towards zero just for being rare) and position embeddings, as in big_vision.
 """
 from __future__ import annotations
 
@@ -14,6 +27,8 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+
+DECAY = r".*/kernel|lora/.*/(a|b)"  # fullmatch over the parameter path; see the module docstring
 
 
 def path_str(path) -> str:
@@ -72,16 +87,6 @@ def neuron_mask(mask) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def mask_gradients(params, mask):
-  """Params whose gradient flows only where mask is 1 (values unchanged, bit-exact).
-
-  Used when the relevance mask covers one loss term only (the caption-distillation term):
-  that term is computed with `mask_gradients(params, mask)`, the other terms with `params`.
-  """
-  return jax.tree.map(
-      lambda p, m: jnp.where(jnp.asarray(m, bool), p, jax.lax.stop_gradient(p)), params, mask)
-
-
 def schedule(cfg) -> optax.Schedule:
   warmup = int(cfg.warmup_steps)
   total = max(int(cfg.steps), warmup + 1)
@@ -90,21 +95,28 @@ def schedule(cfg) -> optax.Schedule:
       end_value=cfg.lr * cfg.get("end_lr_factor", 0.0))
 
 
-def _decay_mask(params):
-  # Weight decay on matrices only (not norms, biases, scalars).
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+def decay_mask(params):
+  """Bool tree: which params take weight decay (by path, see DECAY). Frozen leaves (MaskedNode)
+  hold no array and are passed through."""
+  rx = re.compile(DECAY)
+  return jax.tree_util.tree_map_with_path(lambda p, _: bool(rx.fullmatch(path_str(p))), params)
+
+
+def _only_trainable(tree, trainable):
+  # The trainable chain sees frozen leaves as optax.MaskedNode; a mask that is to line up with
+  # its updates must have the same holes (and so keeps no array for a frozen leaf).
+  return jax.tree.map(lambda t, m: m if t else optax.MaskedNode(), trainable, tree)
 
 
 def make_optimizer(cfg, params, neuron_mask_tree=None) -> optax.GradientTransformation:
   """cfg: ConfigDict with steps, lr, warmup_steps, weight_decay, b1, b2, clip_norm, trainable."""
-  frozen = trainable_mask(params, [tuple(r) for r in cfg.trainable])
+  trainable = trainable_mask(params, [tuple(r) for r in cfg.trainable])
   links = []
   if cfg.clip_norm:
     links.append(optax.clip_by_global_norm(cfg.clip_norm))
   links.append(optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=1e-8,
-                           weight_decay=cfg.weight_decay, mask=_decay_mask))
+                           weight_decay=cfg.weight_decay, mask=decay_mask))
   if neuron_mask_tree is not None:
-    links.append(neuron_mask(neuron_mask_tree))
-  # Whole-tensor freeze as a scalar 0/1 mask per leaf: no per-entry memory.
-  links.append(neuron_mask(jax.tree.map(lambda t: jnp.asarray(t, jnp.float32), frozen)))
-  return optax.chain(*links)
+    links.append(neuron_mask(_only_trainable(neuron_mask_tree, trainable)))
+  labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+  return optax.partition({"train": optax.chain(*links), "frozen": optax.set_to_zero()}, labels)

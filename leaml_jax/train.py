@@ -4,8 +4,12 @@
 
 jitted once with explicit in/out shardings and the state donated. The loss is a small pure
 function `loss_fn(params, batch, rng) -> (loss, metrics)` chosen by the stage (losses.py).
-A step whose loss or gradient is not finite leaves the state untouched (metrics["ok"] = 0);
-`fit` then stops with a clear message, so the last checkpoint is always a good one.
+
+Non-finite guard, on device and without a host sync per step: a step whose loss or gradient is
+not finite leaves the state untouched (metrics["ok"] = 0) and records its number in
+`state.nonfinite_step`; from then on every step is a no-op. `fit` reads that field at its next
+sync point (log or save step) and stops before saving, so `state.step` always counts the good
+steps applied and the last checkpoint is always a good one.
 """
 from __future__ import annotations
 
@@ -25,9 +29,12 @@ from leaml_jax.metrics import progress
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array
+  step: jax.Array            # good steps applied
   params: Any
   opt_state: Any
+  # 0 while every step was finite; else the number (1-based) of the first non-finite step.
+  # Sticky: once set, steps are no-ops, so a bad step between two syncs cannot be skipped over.
+  nonfinite_step: jax.Array
 
 
 def _global_norm(tree):
@@ -70,11 +77,14 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = _global_norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    ok = finite & (state.nonfinite_step == 0)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    first_bad = (state.nonfinite_step == 0) & ~finite
     new_state = TrainState(step=state.step + ok.astype(state.step.dtype),
                            params=keep(params, state.params),
-                           opt_state=keep(opt_state, state.opt_state))
+                           opt_state=keep(opt_state, state.opt_state),
+                           nonfinite_step=jnp.where(first_bad, state.step + 1, state.nonfinite_step))
     metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": _global_norm(params),
                "update_norm": _global_norm(updates), "ok": ok.astype(jnp.float32), **aux}
     return new_state, metrics
@@ -89,15 +99,19 @@ def create_state(params, tx, mesh) -> tuple[TrainState, Any]:
   params = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, shd.replicated(mesh)),
                         params)
   param_sh = jax.tree.map(lambda x: x.sharding, params)
-  # Moments mirror the params; anything else (counts, masks, scalars) is replicated.
+  # Moments mirror the params; anything else (counts, masks, scalars) is replicated. Leaves that
+  # a masked/partitioned optimizer keeps no state for (frozen params) are optax.MaskedNode: they
+  # must stay MaskedNode here, so the shardings tree has the state's structure.
   abstract_opt = jax.eval_shape(tx.init, params)
+  hole = lambda x: isinstance(x, optax.MaskedNode)
   opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_opt, param_sh,
-      transform_non_params=lambda _: shd.replicated(mesh))
+      tx, lambda s, p_sh: s if hole(s) else p_sh, abstract_opt, param_sh,
+      transform_non_params=lambda _: shd.replicated(mesh), is_leaf=hole)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
-  state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shd.replicated(mesh)),
-                     params=params, opt_state=opt_state)
-  shardings = TrainState(step=shd.replicated(mesh), params=param_sh, opt_state=opt_sh)
+  scalar = lambda: jax.device_put(jnp.zeros((), jnp.int32), shd.replicated(mesh))
+  state = TrainState(step=scalar(), params=params, opt_state=opt_state, nonfinite_step=scalar())
+  shardings = TrainState(step=shd.replicated(mesh), params=param_sh, opt_state=opt_sh,
+                         nonfinite_step=shd.replicated(mesh))
   return state, shardings
 
 
@@ -121,8 +135,12 @@ def jit_train_step(train_step, state_shardings, mesh):
 def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, checkpointer=None,
         writer=None, log_every: int = 10, flops_per_step: float = 0.0, tokens_per_step: int = 0,
         desc: str = "train", host_batch_fn: Callable | None = None):
-  """Run `step_fn` until state.step == num_steps; checkpoint model + data position; log metrics."""
+  """Run `step_fn` until state.step == num_steps; checkpoint model + data position; log metrics.
+
+  The host syncs with the device only on log and save steps (and at the end); each sync first
+  checks `state.nonfinite_step` and raises NonFiniteLossError before anything is saved."""
   start = int(jax.device_get(state.step))
+  _check_finite(state, desc, checkpointer)
   if start >= num_steps:
     return state, {}
   last_t, last_step, metrics = time.perf_counter(), start, {}
@@ -135,13 +153,8 @@ def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, che
     state, m = step_fn(state, batch, rng)
     done = step + 1
     if done % log_every == 0 or done == num_steps or (checkpointer and checkpointer.should_save(done)):
+      _check_finite(state, desc, checkpointer)
       metrics = {k: float(v) for k, v in jax.device_get(m).items()}
-      if metrics["ok"] < 1.0:
-        raise NonFiniteLossError(
-            f"{desc}: loss or gradient became NaN/Inf at step {done} (loss={metrics['loss']}). "
-            f"Training stopped; the last checkpoint"
-            f"{' in ' + checkpointer.directory if checkpointer else ''} is the last good state. "
-            f"Lower the learning rate (config.*.lr) or check the data.")
       now = time.perf_counter()
       dt = (now - last_t) / max(done - last_step, 1)
       last_t, last_step = now, done
@@ -155,6 +168,17 @@ def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, che
   if checkpointer is not None:
     checkpointer.save(num_steps, state, _data_state(data_iter))
   return state, metrics
+
+
+def _check_finite(state: TrainState, desc: str, checkpointer=None):
+  """Raise NonFiniteLossError if a step so far was not finite (one small device read)."""
+  bad = int(jax.device_get(state.nonfinite_step))
+  if bad:
+    where = f" in {checkpointer.directory}" if checkpointer is not None else ""
+    raise NonFiniteLossError(
+        f"{desc}: loss or gradient became NaN/Inf at step {bad}. Training stopped; the last "
+        f"checkpoint{where} is the last good state (step {bad} and later ones were not applied). "
+        f"Lower the learning rate (config.*.lr) or check the data.")
 
 
 def _data_state(it):

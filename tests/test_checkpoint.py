@@ -12,10 +12,11 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from leaml_jax import checkpoint, defaults, optim, sharding as shd, train
+from leaml_jax import checkpoint, defaults, lora, optim, sharding as shd, train
 from leaml_jax.data import tokenizer as tok_lib
 from leaml_jax.models.vlm import dummy_inputs
 from tests import _resume_worker as worker
@@ -138,6 +139,32 @@ def test_restore_into_other_model_fails_clearly(tmp_path, other):
   reader.close()
   msg = str(err.value)
   assert directory in msg and "does not match" in msg and "Delete that directory" in msg
+
+
+def test_state_with_frozen_params_round_trips(tmp_path):
+  """Frozen params have no optimizer state (optax.MaskedNode holes): the state still saves and
+  restores to the same structure and values, on the mesh it was born on."""
+  mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  rng = np.random.default_rng(0)
+  params = {"base": {"q": {"kernel": rng.normal(size=(4, 3)).astype(np.float32)}},
+            "lora": {"q/kernel": {"a": rng.normal(size=(4, 2)).astype(np.float32),
+                                  "b": rng.normal(size=(2, 3)).astype(np.float32)}}}
+  ocfg = defaults.train_section(steps=2, batch_size=2, lr=1e-3)
+  ocfg.trainable = lora.TRAINABLE
+  tx = optim.make_optimizer(ocfg, params, jax.tree.map(lambda x: np.ones((1,) * x.ndim), params))
+  state, _ = train.create_state(jax.tree.map(jnp.asarray, params), tx, mesh)
+  state = state.replace(opt_state=jax.tree.map(lambda x: x + 1, state.opt_state))  # not all 0
+  directory = str(tmp_path / "ckpt")
+  writer = checkpoint.Checkpointer(directory, save_every=1)
+  writer.save(1, state, {"position": 1})
+  writer.close()
+  reader = checkpoint.Checkpointer(directory)
+  restored, data_state = reader.restore(checkpoint.abstract_like(state))
+  reader.close()
+  assert data_state == {"position": 1}
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    assert np.array_equal(a, b) and a.sharding == b.sharding
 
 
 def test_restore_without_checkpoint_names_directory(tmp_path):

@@ -62,7 +62,7 @@ def test_neuron_mask_transform_zeroes_updates_and_keeps_mask_in_state():
 def test_mask_gradients_blocks_gradient_but_not_value():
   p = {"w": jnp.array([1.0, 2.0, 3.0])}
   m = {"w": np.array([1.0, 0.0, 1.0])}
-  f = lambda q: jnp.sum(optim.mask_gradients(q, m)["w"] ** 2)
+  f = lambda q: jnp.sum(neurons.mask_gradients(q, m)["w"] ** 2)
   assert float(f(p)) == 14.0
   np.testing.assert_array_equal(jax.grad(f)(p)["w"], [2.0, 0.0, 6.0])
 
@@ -98,7 +98,7 @@ def _reference_scores(model, params, batch, score):
                                   mutable=["intermediates"])
     return losses.token_ce(logits, batch["text"], batch["mask_loss"])[0], st
   (_, st), g = jax.value_and_grad(loss, has_aux=True)(zeros)
-  h = st["intermediates"]["llm"]["layers"]["mlp"]["mlp_hidden"][0]  # [D,B,T,F]
+  h = st["intermediates"]["llm"]["layers"]["mlp"]["mlp_hidden"][0]  # [Ly,B,T,F]
   gh = g["llm"]["layers"]["mlp"]["mlp_hidden"]
   h, gh = np.asarray(h, np.float64), np.asarray(gh, np.float64)
   # Weight: LM positions whose next token is an answer token (hand-built here).
