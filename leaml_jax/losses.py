@@ -8,8 +8,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# neurons imports losses too (relevance needs token_ce): neither touches the other at import time.
-from leaml_jax import neurons
 
 
 def token_ce(logits_BLV, text_BL, mask_loss_BL):
@@ -42,12 +40,13 @@ def lm_loss(model, params_fn=None):
   return loss_fn
 
 
-def generator_loss(model, *, distill_weight: float, distill_mask=None):
+def generator_loss(model, *, distill_weight: float, distill_params_fn=None):
   """LEAML QA-generator loss: QA on labelled triples + λ · caption distillation.
 
   batch = {"qa": <image -> question+answer>, "distill": <unlabelled image -> teacher caption>}.
-  When `distill_mask` is given, the distillation term's gradient reaches only the selected
-  (QA-relevant) neurons; the QA term updates every trainable parameter.
+  `distill_params_fn(params)`: the params the distillation term sees, e.g.
+  `partial(neurons.mask_gradients, mask=relevance_mask)`, so that term's gradient reaches only
+  the selected (QA-relevant) neurons; the QA term updates every trainable parameter.
   """
   def loss_fn(params, batch, rng):
     r_qa, r_d = jax.random.split(rng)
@@ -55,7 +54,7 @@ def generator_loss(model, *, distill_weight: float, distill_mask=None):
                         batch["qa"]["text"], batch["qa"]["mask_loss"])
     if distill_weight == 0.0:
       return qa, {"loss_qa": qa, "token_acc_qa": m_qa["token_acc"]}
-    p_d = params if distill_mask is None else neurons.mask_gradients(params, distill_mask)
+    p_d = params if distill_params_fn is None else distill_params_fn(params)
     dist, m_d = token_ce(model_logits(model, p_d, batch["distill"], r_d),
                          batch["distill"]["text"], batch["distill"]["mask_loss"])
     return qa + distill_weight * dist, {"loss_qa": qa, "loss_distill": dist,

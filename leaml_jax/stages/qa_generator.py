@@ -7,6 +7,7 @@ bit-exact); with neurons.applies_to=all the mask is the optimizer's last link in
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -42,8 +43,9 @@ def train_generator(ctx, variant: context.Variant, name: str) -> None:
                                 name + "/distill"))
   mask_tree = generator_mask(ctx, variant, params)
   masks_all = ctx.config.neurons.applies_to == "all"
-  loss_fn = losses.generator_loss(ctx.model, distill_weight=g.distill_weight,
-                                  distill_mask=None if masks_all else mask_tree)
+  masked = None if masks_all or mask_tree is None else functools.partial(neurons.mask_gradients,
+                                                                         mask=mask_tree)
+  loss_fn = losses.generator_loss(ctx.model, distill_weight=g.distill_weight, distill_params_fn=masked)
   ctx.finetune(name, params=params, tcfg=g, loss_fn=loss_fn,
                data_iter=train.ZipIterator(qa=qa_it, distill=distill_it),
                mask_tree=mask_tree if masks_all else None,
