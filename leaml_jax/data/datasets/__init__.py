@@ -151,3 +151,23 @@ def tokenizer_corpus(name: str, labeled_examples, *, mc_answer: str = "text") ->
             + records.qa_gen_records(labeled_examples)):
     texts += [r["prompt"], r["target"]]
   return texts
+
+
+# ----------------------------------------------------------------------------- ground truth
+def true_answer(name: str, example: dict, question: str) -> str | None:
+  """The true answer (as text) to `question` about `example`, from a synthetic world's hidden
+  facts; None where no ground truth exists (datasets from files, or a question the world's
+  templates cannot ask of this example)."""
+  if name not in SYNTHETIC:
+    return None
+  from leaml_jax.data.datasets.synthetic import mechanism  # pylint: disable=import-outside-toplevel
+  return mechanism.true_answers(synthetic.domain_module(name), example["facts"]).get(question.strip())
+
+
+def caption_statements(name: str, example: dict, caption: str) -> list[dict] | None:
+  """[{"fact", "said", "true"}]: which of a synthetic example's facts `caption` states, and as
+  what (said None = not stated); None for datasets without hidden facts."""
+  if name not in SYNTHETIC:
+    return None
+  from leaml_jax.data.datasets.synthetic import mechanism  # pylint: disable=import-outside-toplevel
+  return mechanism.stated_facts(synthetic.domain_module(name), example["facts"], caption)

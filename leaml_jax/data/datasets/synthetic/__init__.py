@@ -45,6 +45,11 @@ def _module(domain: str):
   return _MODULES[domain]
 
 
+def domain_module(domain: str):
+  """The module of one world (facts, rendering, templates, QA candidates, captions)."""
+  return _module(domain)
+
+
 def templates(domain: str) -> tuple[Template, ...]:
   return _module(domain).TEMPLATES
 

@@ -201,10 +201,10 @@ def _listing(words):
   return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def caption(facts: dict, rng: np.random.Generator, error_rate: float):
+def caption(facts: dict, rng: np.random.Generator, error_rate: float, teller=None):
   """E.g. 'a pink tunnel wall with two small red bumps at top left and middle,
   a metal tool at right and a green square in the corner.'"""
-  t = Teller(rng, error_rate)
+  t = teller or Teller(rng, error_rate)
   tissue = TEACHER_TISSUE[t.say("procedure", facts["procedure"], PROCEDURES)]
   parts = []
   for kind in LESION_KINDS:

@@ -129,9 +129,9 @@ def qa_candidates(facts: dict, rng: np.random.Generator):
   return out
 
 
-def caption(facts: dict, rng: np.random.Generator, error_rate: float):
+def caption(facts: dict, rng: np.random.Generator, error_rate: float, teller=None):
   """E.g. 'a red car on the left and a green tree on the right, on grass by day.'"""
-  t = Teller(rng, error_rate)
+  t = teller or Teller(rng, error_rate)
   parts = []
   for o in facts["objects"]:
     color = t.say("color", o["color"], COLORS)

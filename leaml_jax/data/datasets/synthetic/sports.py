@@ -173,10 +173,10 @@ def qa_candidates(facts: dict, rng: np.random.Generator):
   return out
 
 
-def caption(facts: dict, rng: np.random.Generator, error_rate: float):
+def caption(facts: dict, rng: np.random.Generator, error_rate: float, teller=None):
   """E.g. 'a green field with two players in red and one in blue; a red player
   gives the ball to a teammate and it goes right.'"""
-  t = Teller(rng, error_rate)
+  t = teller or Teller(rng, error_rate)
   field = TEACHER_FIELD[t.say("sport", facts["sport"], SPORTS)]
   cx, cy = facts["teams"]
   nx = t.say("count", facts["counts"][cx], (1, 2, 3))
