@@ -51,6 +51,9 @@ def validate(c) -> None:
     if c.data.frames != "blocks":
       errs.append(f"config.model.vit_frames={vf} needs clips as frames: set config.data.frames=blocks")
   # vit_frames against the dataset's clip length: data.datasets.check_config.
+  seeds = tuple(c.seeds)
+  if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+    errs.append(f"config.seeds={seeds} must be distinct integers (e.g. --config.seeds=0,1,2)")
   if not 0.0 <= c.pseudo_qa.min_confidence <= 1.0:
     errs.append(f"config.pseudo_qa.min_confidence={c.pseudo_qa.min_confidence} must be in [0, 1]")
   if not 0.0 <= c.vqa.pseudo_weight < 1.0:
@@ -100,6 +103,8 @@ def _parse_value(text: str, current):
     return tuple(v for v in value.split(",") if v)
   elif isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
     return tuple(value)
+  elif isinstance(current, (tuple, list)):  # one element: --config.seeds=3
+    return (value,)
   elif isinstance(current, str) and not isinstance(value, str):
     return text
   elif current is not None and not isinstance(value, type(current)):

@@ -22,6 +22,7 @@ def base_config() -> ConfigDict:
   c = ConfigDict()
   c.name = "leaml"
   c.seed = 0
+  c.seeds = ()  # a sweep: one run per seed under seed_<k>/ from one shared base, one combined report
   c.stages = ALL_STAGES
   c.force = ""  # comma-separated stages to redo even if their outputs are complete ("all" = every one)
   c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1, num_devices=0,  # num_devices 0 = all
@@ -54,6 +55,7 @@ def base_config() -> ConfigDict:
   c.base = train_section(steps=600, batch_size=64, lr=3e-3)
   c.base.domain = "synthetic_general"
   c.base.num_images = 4000
+  c.base.workdir = ""                # reuse this finished run's base (and built data) instead
 
   c.captions = ConfigDict(dict(
       path="",                       # JSONL {"image_id", "caption"}; empty = synthetic teacher
@@ -79,7 +81,8 @@ def base_config() -> ConfigDict:
       answer="greedy",               # greedy: re-answer each sampled question greedily | sampled
       answer_tokens=12,              # new tokens for the greedy answer
       min_confidence=0.0,            # drop pseudo QA whose answer probability is lower
-      max_per_image=4))
+      max_per_image=4,
+      caption_probe=200))            # unlabelled images the generator also captions (mechanism report)
 
   c.vqa = train_section(steps=300, batch_size=32, lr=1e-3)
   c.vqa.pseudo_weight = 0.7          # share of each batch drawn from pseudo QA

@@ -33,6 +33,7 @@ def test_quick_pipeline_writes_valid_report(tmp_path, monkeypatch, capsys):
   rep = json.load(open(os.path.join(workdir, "report.json")))
   assert rep["dataset"] == "synthetic_sports" and rep["label_fraction"] == 0.1
   assert set(rep["counts"]) >= {"labeled_qa", "labeled_images", "unlabeled_images", "test_qa"}
+  assert rep["seeds"] == [0] and {"paired", "mechanism", "base_general", "oracle_100"} <= set(rep)
   assert rep["counts"]["labeled_images"] == 20 and rep["counts"]["unlabeled_images"] == 180
   expected = {"zero_shot", "finetune", "lora", "leaml", "leaml_no_distill"}
   assert set(rep["methods"]) == expected
@@ -110,3 +111,32 @@ def test_forced_answer_start_is_laid_out_as_in_training():
   p = int(plain["mask_input"].sum())
   assert plain["mask_ar"][0].max() == 0 and p < n - 1
   np.testing.assert_array_equal(plain["text"][0, :p], full["text"][:p])
+
+
+def test_seed_sweep_shares_one_base_and_writes_a_combined_report(tmp_path):
+  workdir = str(tmp_path / "sweep")
+  cfg = _quick_config(**{"seeds": "0,1", "ablations": "", "pseudo_qa.caption_probe": "20"})
+  timings = main.main(cfg, workdir)
+  assert set(timings) == {"shared", "seed_0", "seed_1", "report"}
+  assert os.path.isdir(os.path.join(workdir, "shared", "base", "params"))  # the base, once
+  assert not os.path.exists(os.path.join(workdir, "seed_0", "base")) and "base" not in timings["seed_1"]
+  splits = [json.load(open(os.path.join(workdir, f"seed_{s}", "data", "splits.json"))) for s in (0, 1)]
+  assert splits[0]["labeled"] != splits[1]["labeled"] and splits[0]["test"] == splits[1]["test"]
+  rep = json.load(open(os.path.join(workdir, "report.json")))
+  per_seed = [json.load(open(os.path.join(workdir, f"seed_{s}", "report.json"))) for s in (0, 1)]
+  assert rep["seeds"] == [0, 1] and per_seed[1]["seeds"] == [1]
+  for name, m in rep["methods"].items():
+    assert m["per_seed"] == [p["methods"][name]["accuracy"] for p in per_seed]
+    assert m["accuracy"] == sum(m["per_seed"]) / 2
+    lo, hi = m["ci95"]
+    assert 0.0 <= lo <= hi <= 1.0
+  for pair in ("leaml-finetune", "leaml-lora"):
+    a, b = pair.split("-")
+    assert abs(rep["paired"][pair]["mean"] - (rep["methods"][a]["accuracy"] - rep["methods"][b]["accuracy"])) < 1e-12
+    assert rep["paired"][pair]["ci95"][0] <= rep["paired"][pair]["ci95"][1]
+  mech = rep["mechanism"]
+  assert 0.0 <= mech["pseudo_qa_accuracy"] <= 1.0 and set(mech["caption_accuracy_per_fact"]) >= {
+      "sport", "action", "direction"}
+  assert set(mech["teacher_caption_accuracy_per_fact"]) == set(mech["caption_accuracy_per_fact"])
+  assert {"base_general", "oracle_100", "timings_s", "counts", "pseudo_qa"} <= set(rep)
+  assert os.path.exists(os.path.join(workdir, "report.md"))

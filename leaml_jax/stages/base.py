@@ -11,11 +11,16 @@ from leaml_jax.stages import artifacts
 
 
 def outputs(ctx) -> list[str]:
-  return ["base"]
+  return [] if ctx.config.base.workdir else ["base"]  # never delete a base this run only reuses
 
 
 def run(ctx) -> None:
   c = ctx.config
+  if c.base.workdir:
+    if not ctx.has_params("base"):
+      raise FileNotFoundError(f"config.base.workdir={c.base.workdir}: no base/params there; run the "
+                              "`base` stage in that workdir first")
+    return
   if c.model.path:
     ctx.save_params("base", import_checkpoint(ctx))
     return

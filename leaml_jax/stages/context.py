@@ -48,6 +48,18 @@ def variants(config) -> list[Variant]:
   return [VARIANTS["leaml"]] + [VARIANTS[a] for a in config.ablations]
 
 
+def seed_config(config, seed: int, *, shared_base: str = ""):
+  """One seed's run of a sweep (--config.seeds): the same config with that seed; with
+  `shared_base`, the base (and the built datasets) come from that workdir."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.seed, c.seeds = int(seed), ()
+    if shared_base:
+      c.base.workdir = shared_base
+  c.lock()
+  return c
+
+
 def methods(config) -> dict[str, str]:
   """Every evaluated method -> its params directory (relative to the workdir), in report order."""
   out = {}
@@ -157,14 +169,20 @@ class Context:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), plain, sh)
 
   # -- params artifacts -------------------------------------------------------------------------
+  def params_path(self, name: str) -> str:
+    """<name>/params under the workdir; the base's under config.base.workdir when the run reuses
+    another run's base (a sweep's seeds share one)."""
+    root = self.config.base.workdir if name == "base" and self.config.base.workdir else self.workdir
+    return os.path.join(root, name, "params")
+
   def save_params(self, name: str, params) -> None:
-    checkpoint.save_params(self.path(name, "params"), params)
+    checkpoint.save_params(self.params_path(name), params)
 
   def has_params(self, name: str) -> bool:
-    return os.path.isdir(self.path(name, "params"))
+    return os.path.isdir(self.params_path(name))
 
   def load_params(self, name: str):
-    path = self.path(name, "params")
+    path = self.params_path(name)
     if not os.path.isdir(path):
       raise artifacts.params_missing(path, name)
     try:

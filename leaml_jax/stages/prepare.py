@@ -24,12 +24,13 @@ def outputs(ctx) -> list[str]:
 
 def run(ctx) -> None:
   c = ctx.config
-  data_dir = ctx.path("data", "tfds")
+  # Built datasets depend on the data config only: a run reusing another's base reuses its builds.
+  data_dir = os.path.join(c.base.workdir or ctx.workdir, "data", "tfds")
   dataset = datasets.name_of(c.data)
   target = datasets.build(dataset, data_dir, c.data, seed=DATA_SEED)
   # The demo base is pre-trained on the general domain; a real base (model.path) is imported.
   general = datasets.build(c.base.domain, data_dir, c.data, seed=DATA_SEED, num_train=c.base.num_images,
-                           num_test=100) if "base" in c.stages and not c.model.path else ""
+                           num_test=100) if "base" in c.stages and not (c.model.path or c.base.workdir) else ""
   train_ids = datasets.load_source(target, "train").ids()
   test_ids = datasets.load_source(target, "test").ids()
   rng = np.random.default_rng(c.seed)
@@ -51,6 +52,10 @@ def write_tokenizer(ctx) -> None:
   c = ctx.config
   path = ctx.path("data", "tokenizer.json")
   if c.model.path:
+    return
+  if c.base.workdir:  # the base's vocabulary is the base's tokenizer
+    artifacts.atomic_write(path, lambda f: f.write(open(os.path.join(c.base.workdir, "data",
+                                                                       "tokenizer.json")).read()))
     return
   texts = datasets.tokenizer_corpus(datasets.name_of(c.data), artifacts.examples(ctx, "labeled"),
                                     mc_answer=c.data.mc_answer)

@@ -21,7 +21,7 @@ from leaml_jax.stages import artifacts, context
 
 def outputs(ctx) -> list[str]:
   return [os.path.join(v.directory, f) for v in context.variants(ctx.config)
-          for f in ("pseudo_qa.jsonl", "pseudo_qa_stats.json")]
+          for f in ("pseudo_qa.jsonl", "pseudo_qa_stats.json", "generator_captions.jsonl")]
 
 
 def run(ctx) -> None:
@@ -53,6 +53,13 @@ def write_pseudo_qa(ctx, variant: context.Variant) -> None:
   rng = np.random.default_rng(ctx.seed(os.path.join(variant.directory, "pseudo_qa/options")))
   rule = datasets.pseudo_qa_rule(datasets.name_of(ctx.config.data), artifacts.examples(ctx, "labeled"))
   kept = pseudo_qa.keep(cands, rule, rng, min_confidence=c.min_confidence, dropped=dropped)
+  if c.caption_probe:  # the generator's own captions, for the mechanism report
+    probe = artifacts.examples(ctx, "unlabeled")[:c.caption_probe]
+    caption_prompt = prompts.caption_prompt(getattr(ctx.encoder, "family", "synthetic"))
+    captions, _ = gen([{"image": ex["image"], "prompt": caption_prompt, "id": ex["id"]} for ex in probe],
+                      max_new_tokens=ctx.config.captions.max_new_tokens, desc="generator captions")
+    artifacts.write_jsonl(ctx.path(variant.directory, "generator_captions.jsonl"),
+                          [{"image_id": ex["id"], "caption": t.strip()} for ex, t in zip(probe, captions)])
   artifacts.write_jsonl(ctx.path(variant.directory, "pseudo_qa.jsonl"), kept)
   artifacts.write_json(ctx.path(variant.directory, "pseudo_qa_stats.json"),
                        {"generated": len(texts), "kept": len(kept), "dropped": dropped,
