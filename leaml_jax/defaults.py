@@ -25,8 +25,10 @@ def base_config() -> ConfigDict:
   c.seeds = ()  # a sweep: one run per seed under seed_<k>/ from one shared base, one combined report
   c.stages = ALL_STAGES
   c.force = ""  # comma-separated stages to redo even if their outputs are complete ("all" = every one)
+  # Several processes: found by itself on a Cloud TPU VM slice; elsewhere (CPU clusters, tests)
+  # coordinator=HOST:PORT, num_processes=N, process_id=I on every process (processes.py).
   c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1, num_devices=0,  # num_devices 0 = all
-                           distributed=False))  # True on multi-host TPU slices
+                           coordinator="", num_processes=1, process_id=0))
   c.progress = True  # tqdm progress bars
 
   c.data = ConfigDict(dict(

@@ -31,4 +31,12 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN/Inf loss or gradient; the last checkpoint holds the last good state."""
 
 
+class Preempted(RuntimeError):
+  """The VM is being pre-empted (SIGTERM, or jax's preemption notice on a multi-host slice): the
+  training stage saved a checkpoint at the step it had reached; rerunning resumes from it."""
+
+
+# Exit status of `python -m leaml_jax.main` after a pre-emption: 75 (EX_TEMPFAIL, "try again").
+PREEMPTED_EXIT_CODE = 75
+
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError)

@@ -8,6 +8,10 @@ function serves all prompts of similar length. Compiled functions are cached per
 (model config, max_new_tokens, eos/pad ids, greedy-or-sampling, shardings); jax.jit
 then caches per input shape. With sharded params the loop is jitted with the params'
 own shardings as `in_shardings` (no copy).
+
+`generate_texts` splits its records over the processes: each encodes its part of every global
+batch, the parts become one batch-sharded array, and every process receives all the texts, so
+the output does not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from leaml_jax import processes, sharding as shd
 from leaml_jax.data import encoders
+from leaml_jax.errors import ConfigError
 from leaml_jax.metrics import progress
 from leaml_jax.models.vlm import VLM
 
@@ -122,8 +129,9 @@ def _mesh_of(shardings):
   raise ValueError("param shardings must be NamedShardings over one mesh (from leaml_jax.sharding)")
 
 
-def _bucketed(batch: dict, bucket: int | None, pad_id: int) -> dict:
-  """Drops all-padding prompt columns, then right-pads the length up to a multiple of bucket."""
+def _bucketed(batch: dict, bucket: int | None, pad_id: int, used: int | None = None) -> dict:
+  """Drops all-padding prompt columns, then right-pads the length up to a multiple of bucket
+  (`used`: the prompt columns to keep, when several processes agreed on it)."""
   missing = [k for k in BATCH_KEYS if k not in batch]
   if missing:
     raise KeyError(f"generate: batch lacks {missing}; it needs {BATCH_KEYS} (prompt part only)")
@@ -133,13 +141,37 @@ def _bucketed(batch: dict, bucket: int | None, pad_id: int) -> dict:
   mask_input = np.asarray(arrays["mask_input"])
   if not mask_input.any(axis=1).all():
     raise ValueError("generate: every row needs at least one real prompt token (mask_input = 1)")
-  used = int(np.max(np.nonzero(mask_input.any(axis=0))[0])) + 1
+  used = used or _used_columns(mask_input)
   length = -(-used // bucket) * bucket
   out = {"image": arrays["image"]}
   for k, fill in (("text", pad_id), ("mask_ar", 1), ("mask_input", 0)):
     a = np.asarray(arrays[k])[:, :used].astype(np.int32)
     out[k] = np.pad(a, [(0, 0), (0, length - used)], constant_values=fill)
   return out
+
+
+def _used_columns(mask_input) -> int:
+  return int(np.max(np.nonzero(np.asarray(mask_input).any(axis=0))[0])) + 1
+
+
+def _global_batch(local: dict, mesh, bucket: int, pad_id: int):
+  """This process's prompt rows -> one batch-sharded global batch; the prompt length is bucketed
+  from the longest prompt over all processes. -> (arrays, their shardings)."""
+  used = _used_columns(local["mask_input"])
+  if jax.process_count() > 1:
+    used = int(np.max(multihost_utils.process_allgather(np.int32(used))))
+  host = _bucketed(local, bucket, pad_id, used=used)
+  shardings = {k: shd.batch_sharding(mesh, np.ndim(host[k])) for k in BATCH_KEYS}
+  arrays = {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(host[k]))
+            for k in BATCH_KEYS}
+  return arrays, shardings
+
+
+def _params_mesh(params):
+  leaves = jax.tree.leaves(nn.meta.unbox(params))
+  if leaves and all(isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) for x in leaves):
+    return leaves[0].sharding.mesh
+  return None
 
 
 def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: int | Sequence[int],
@@ -178,17 +210,34 @@ def generate_texts(model: VLM, params, records, *, encoder, batch_size: int, max
   """Texts for records {"image", "prompt", "forced"?, "id"?} in fixed-shape batches (the last one
   padded with copies of its last record), laid out by `encoder` (data.encoders.prompt_batch: a
   `forced` text is written as the answer's start and generation continues it).
-  -> (texts, each text's summed log-probability as in `generate`)."""
+  -> (texts, each text's summed log-probability as in `generate`).
+
+  batch_size is the global batch: with params on a mesh whose batch axes divide it, each process
+  encodes only its rows and the batch is sharded over the devices (required with several
+  processes); every process gets all texts."""
   tok = encoder.tokenizer
+  mesh = _params_mesh(params)
+  sharded = mesh is not None and batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0
+  if jax.process_count() > 1 and not sharded:
+    raise ConfigError(
+        f"{desc}: batch_size={batch_size} must be a multiple of the mesh's data x fsdp devices "
+        f"({'no mesh' if mesh is None else mesh.shape['data'] * mesh.shape['fsdp']}) to split "
+        f"generation over {jax.process_count()} processes")
+  local = processes.local_batch_size(batch_size, what=f"{desc} batch_size")
+  mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
   texts, logprobs = [], []
   for start in progress(range(0, len(records), batch_size), desc=desc, leave=False):
     chunk = records[start:start + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-    batch = encoders.prompt_batch(padded, encoder)
-    tokens, lp = generate(model, params, batch, max_new_tokens=max_new_tokens, eos_id=tok.eos_id,
-                          pad_id=tok.pad_id, temperature=temperature, top_p=top_p,
-                          rng=None if rng is None else jax.random.fold_in(rng, start),
-                          return_logprobs=True)
+    kw = dict(max_new_tokens=max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
+              temperature=temperature, top_p=top_p, return_logprobs=True,
+              rng=None if rng is None else jax.random.fold_in(rng, start))
+    if sharded:
+      batch, batch_sh = _global_batch(encoders.prompt_batch(padded[mine], encoder), mesh, 16,
+                                      tok.pad_id)
+      tokens, lp = generate(model, params, batch, bucket=None, batch_shardings=batch_sh, **kw)
+    else:
+      tokens, lp = generate(model, params, encoders.prompt_batch(padded, encoder), **kw)
     texts += [tok.decode(list(t)) for t in tokens[:len(chunk)]]
     logprobs += [float(x) for x in lp[:len(chunk)]]
   return texts, logprobs

@@ -34,6 +34,8 @@ def main(config, workdir: str) -> dict:
   """Run the configured stages; returns {stage: seconds} of the stages run now (a sweep:
   {"shared": ..., "seed_<k>": ..., "report": ...})."""
   config_lib.validate(config)
+  from leaml_jax import processes
+  processes.initialize(config.mesh)  # before any other jax call; once; no-op on one machine
   from leaml_jax.data import datasets
   datasets.check_config(config, workdir)  # the dataset's files must be there before any work
   if "://" in workdir:
@@ -42,9 +44,6 @@ def main(config, workdir: str) -> dict:
   enable_compilation_cache()
   from leaml_jax import metrics
   metrics.SHOW_PROGRESS = bool(config.progress)
-  if config.mesh.distributed:
-    import jax
-    jax.distributed.initialize()  # multi-host (TPU pods): every host runs the same command
   registry = stage_registry()
   missing = [s for s in config.stages if s not in registry]
   if missing:
@@ -145,13 +144,18 @@ def parse_argv(argv):
 
 
 def cli(argv=None) -> int:
-  from leaml_jax.errors import USER_ERRORS
+  """Exit status: 0 done, 2 a user error (the message says what to change), 75 pre-empted
+  (a checkpoint was saved: rerun the same command to resume)."""
+  from leaml_jax.errors import PREEMPTED_EXIT_CODE, USER_ERRORS, Preempted
   try:
     config, workdir = parse_argv(sys.argv[1:] if argv is None else argv)
     main(config, workdir)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except Preempted as e:
+    print(f"pre-empted: {e}", file=sys.stderr)
+    return PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -13,6 +13,9 @@ steps applied and the last checkpoint is always a good one.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -23,7 +26,7 @@ import numpy as np
 import optax
 
 from leaml_jax import checkpoint, optim, sharding as shd
-from leaml_jax.errors import NonFiniteLossError
+from leaml_jax.errors import NonFiniteLossError, Preempted
 from leaml_jax.metrics import progress
 
 
@@ -138,11 +141,22 @@ def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, che
   """Run `step_fn` until state.step == num_steps; checkpoint model + data position; log metrics.
 
   The host syncs with the device only on log and save steps (and at the end); each sync first
-  checks `state.nonfinite_step` and raises NonFiniteLossError before anything is saved."""
+  checks `state.nonfinite_step` and raises NonFiniteLossError before anything is saved.
+
+  Pre-emption: after SIGTERM (one process) or once jax's preemption service reports the sync
+  point (several processes, `Checkpointer.reached_preemption`), the step just finished is
+  checkpointed and `Preempted` is raised; rerunning resumes there exactly."""
   start = int(jax.device_get(state.step))
   _check_finite(state, desc, checkpointer)
   if start >= num_steps:
     return state, {}
+  with _stop_on_sigterm(checkpointer is not None) as stop:
+    return _loop(state, step_fn, data_iter, start, num_steps, rng, mesh, checkpointer, writer,
+                 log_every, flops_per_step, tokens_per_step, desc, host_batch_fn, stop)
+
+
+def _loop(state, step_fn, data_iter, start, num_steps, rng, mesh, checkpointer, writer, log_every,
+          flops_per_step, tokens_per_step, desc, host_batch_fn, stop):
   last_t, last_step, metrics = time.perf_counter(), start, {}
   bar = progress(range(start, num_steps), desc=desc, initial=0, leave=False)
   for step in bar:
@@ -165,9 +179,31 @@ def fit(*, state: TrainState, step_fn, data_iter, num_steps: int, rng, mesh, che
         writer.write(done, metrics)
       if checkpointer is not None and checkpointer.should_save(done) and done != num_steps:
         checkpointer.save(done, state, _data_state(data_iter))
+    if checkpointer is not None and done != num_steps and (
+        stop.is_set() or checkpointer.reached_preemption(done)):
+      _check_finite(state, desc, checkpointer)
+      checkpointer.save(done, state, _data_state(data_iter))
+      raise Preempted(f"{desc}: pre-empted at step {done}/{num_steps}; checkpoint saved in "
+                      f"{checkpointer.directory}. Rerun the same command to resume from it.")
   if checkpointer is not None:
     checkpointer.save(num_steps, state, _data_state(data_iter))
   return state, metrics
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(enabled: bool):
+  """An Event set by SIGTERM while the loop runs (one process: several processes must stop at the
+  same step, which jax's preemption service, installed by jax.distributed, arranges)."""
+  stop = threading.Event()
+  if (not enabled or jax.distributed.is_initialized()
+      or threading.current_thread() is not threading.main_thread()):
+    yield stop
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+  try:
+    yield stop
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _check_finite(state: TrainState, desc: str, checkpointer=None):

@@ -17,6 +17,7 @@ from leaml_jax.data import DataError, datasets, encoders, packing, pipeline, pro
 from leaml_jax.data import tokenizer
 from leaml_jax.data.datasets import base, synthetic
 from leaml_jax.data.datasets.synthetic import builder as synthetic_builder
+from leaml_jax.errors import ConfigError
 
 DOMAINS = synthetic.DOMAINS
 
@@ -411,21 +412,31 @@ def test_batches_have_fixed_shapes():
   assert recs[0]["target"] == recs[0]["options"][recs[0]["answer"]]
 
 
-def test_epoch_covers_rows_and_shards_are_disjoint():
+def test_epoch_covers_rows_in_a_new_order_each_epoch():
   recs = _records(10)
-  kw = dict(batch_size=None, seed=1, num_epochs=1)
+  kw = dict(batch_size=None, seed=1, shard_index=0, shard_count=1)
   enc = encoders.encoder_for(CharTok(), 32)
-  one = [int(e["index"]) for e in pipeline.make_dataset(recs, enc, shard_index=0,
-                                                        shard_count=1, **kw)]
+  one = [int(e["index"]) for e in pipeline.make_dataset(recs, enc, num_epochs=1, **kw)]
   assert sorted(one) == list(range(10)) and one != list(range(10))  # all rows, shuffled
-  shards = [{int(e["index"]) for e in pipeline.make_dataset(recs, enc, shard_index=i,
-                                                            shard_count=3, **kw)}
-            for i in range(3)]
-  assert set().union(*shards) == set(range(10))
-  assert sum(len(s) for s in shards) == 10
-  epoch2 = [int(e["index"]) for e in pipeline.make_dataset(
-      recs, enc, shard_index=0, shard_count=1, **{**kw, "num_epochs": 2})]
+  epoch2 = [int(e["index"]) for e in pipeline.make_dataset(recs, enc, num_epochs=2, **kw)]
   assert sorted(epoch2[10:]) == list(range(10)) and epoch2[10:] != epoch2[:10]
+
+
+def test_process_shards_split_each_global_batch():
+  """Process i reads rows [i*b, (i+1)*b) of every global batch: concatenated in process order,
+  the shards are exactly the one-process batches, so the global batch does not depend on the
+  number of processes."""
+  enc = encoders.encoder_for(CharTok(), 32)
+  ds = lambda i, n: iter(pipeline.make_dataset(_records(10), enc, batch_size=6, seed=3,
+                                               shard_index=i, shard_count=n, prefetch=0))
+  whole, parts = ds(0, 1), [ds(i, 3) for i in range(3)]
+  for _ in range(4):  # crosses epochs
+    want = next(whole)["index"]
+    got = [next(p)["index"] for p in parts]
+    assert all(len(g) == 2 for g in got)
+    assert np.array_equal(np.concatenate(got), want)
+  with pytest.raises(ConfigError, match="divide evenly over 4 processes"):
+    ds(0, 4)
 
 
 def test_mixture_follows_weights():

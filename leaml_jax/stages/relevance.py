@@ -2,6 +2,8 @@
 the selected mask -> relevance/{scores.npz, mask.npz, stats.json}."""
 from __future__ import annotations
 
+import jax
+
 from leaml_jax import neurons
 from leaml_jax.data import pipeline, records as records_lib
 from leaml_jax.metrics import progress
@@ -16,11 +18,11 @@ def run(ctx) -> None:
   c = ctx.config.neurons
   params = ctx.load_params("base")
   records = records_lib.qa_gen_records(artifacts.examples(ctx, "labeled"))
-  bs = min(c.batch_size, len(records))
-  ds = pipeline.make_dataset(records, ctx.encoder, batch_size=bs, shuffle=False, num_epochs=1,
-                             seed=0, drop_remainder=False)
-  batches = [b for _, b in zip(range(c.max_batches), ds) if len(b["index"]) == bs]
-  batches = batches or [next(iter(ds))]
+  n = jax.process_count()  # full global batches only: every process feeds an equal share
+  bs = max(min(c.batch_size, len(records)) // n * n, n)
+  ds = pipeline.make_dataset(records, ctx.encoder, batch_size=bs, shuffle=False, num_epochs=None,
+                             seed=0)
+  batches = [b for _, b in zip(range(min(c.max_batches, max(len(records) // bs, 1))), ds)]
   scores = neurons.relevance(ctx.model, params, progress(batches, desc="relevance", leave=False),
                              score=c.score, mesh=ctx.mesh)
   masks, _ = neurons.select(scores, c.fraction, per_layer=c.per_layer, towers=tuple(c.towers))
