@@ -182,7 +182,8 @@ def _loop(state, step_fn, data_iter, start, num_steps, rng, mesh, checkpointer, 
     if checkpointer is not None and done != num_steps and (
         stop.is_set() or checkpointer.reached_preemption(done)):
       _check_finite(state, desc, checkpointer)
-      checkpointer.save(done, state, _data_state(data_iter))
+      if checkpointer.latest_step() != done:
+        checkpointer.save(done, state, _data_state(data_iter))
       raise Preempted(f"{desc}: pre-empted at step {done}/{num_steps}; checkpoint saved in "
                       f"{checkpointer.directory}. Rerun the same command to resume from it.")
   if checkpointer is not None:
