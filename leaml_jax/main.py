@@ -8,7 +8,6 @@ A stage whose outputs are complete is skipped (rerun = resume); `--config.force=
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 
@@ -38,9 +37,6 @@ def main(config, workdir: str) -> dict:
   processes.initialize(config.mesh)  # before any other jax call; once; no-op on one machine
   from leaml_jax.data import datasets
   datasets.check_config(config, workdir)  # the dataset's files must be there before any work
-  if "://" in workdir:
-    raise ConfigError(f"--workdir={workdir}: remote workdirs are not supported yet; use a local "
-                      f"path and copy the results (launch/tpu_vm.sh syncs to a bucket)")
   enable_compilation_cache()
   from leaml_jax import metrics
   metrics.SHOW_PROGRESS = bool(config.progress)
@@ -62,7 +58,8 @@ def run_sweep(config, workdir: str, registry) -> dict:
   shared = os.path.join(workdir, "shared")
   timings = {"shared": run_stages(_only_stages(config, ("prepare", "base")), shared, registry)}
   for k, seed in enumerate(config.seeds):
-    c = context.seed_config(config, seed, shared_base=os.path.abspath(shared))
+    base = shared if "://" in shared else os.path.abspath(shared)
+    c = context.seed_config(config, seed, shared_base=base)
     with c.unlocked():
       c.stages = tuple(s for s in c.stages if s != "base")  # the shared one
       if k:
@@ -84,16 +81,16 @@ def _only_stages(config, names):
 
 
 def run_stages(config, workdir: str, registry) -> dict:
-  os.makedirs(os.path.join(workdir, "status"), exist_ok=True)
   force = set(str(config.force).split(",")) - {""}
   from leaml_jax.stages import artifacts, context
   ctx = context.Context(config, workdir)
   timings = {}
   for name in config.stages:
+    _all_processes_reach(f"stage {name}")  # each decides on the same markers
     marker = os.path.join(workdir, "status", f"{name}.json")
     if {name, "all"} & force:
       clear_outputs(workdir, [marker] + registry[name].outputs(ctx))
-    elif os.path.exists(marker):
+    elif artifacts.exists(marker):
       print(f"[leaml] {name}: outputs complete, skipped (--config.force={name} redoes it)")
       continue
     print(f"[leaml] {name}: running", flush=True)
@@ -105,17 +102,25 @@ def run_stages(config, workdir: str, registry) -> dict:
   return timings
 
 
+def _all_processes_reach(point: str) -> None:
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(point)
+
+
 def clear_outputs(workdir: str, paths) -> None:
   """A forced stage starts from scratch: its finished outputs and checkpoints go first."""
   import jax
-  if jax.process_index() != 0:
-    return
-  for p in paths:
-    p = os.path.join(workdir, p)
-    if os.path.isdir(p):
-      shutil.rmtree(p)
-    elif os.path.exists(p):
-      os.remove(p)
+  from etils import epath
+  if jax.process_index() == 0:
+    for p in paths:
+      p = epath.Path(os.path.join(workdir, p))
+      if p.is_dir():
+        p.rmtree()
+      elif p.exists():
+        p.unlink()
+  _all_processes_reach("outputs cleared")  # no process reads an output before it is gone
 
 
 def parse_argv(argv):

@@ -1,4 +1,7 @@
-"""Metric logging: one JSON line per step (metrics.jsonl) and TensorBoard scalars."""
+"""Metric logging: one JSON line per step (metrics.jsonl) and TensorBoard scalars.
+
+On a bucket (gs://) metrics.jsonl is rewritten whole at every log step (objects cannot be
+appended to); TensorBoard events are written for local directories only."""
 from __future__ import annotations
 
 import json
@@ -7,6 +10,7 @@ import os
 
 import jax
 import numpy as np
+from etils import epath
 from tqdm.auto import tqdm
 
 SHOW_PROGRESS = True  # main sets it from config.progress
@@ -24,9 +28,14 @@ class MetricWriter:
     self._tb = None
     if not self.enabled:
       return
-    os.makedirs(directory, exist_ok=True)
-    self._f = open(os.path.join(directory, "metrics.jsonl"), "a")
-    if tensorboard:
+    self._remote = "://" in str(directory)
+    self._path = epath.Path(directory) / "metrics.jsonl"
+    self._path.parent.mkdir(parents=True, exist_ok=True)
+    if self._remote:
+      self._lines = self._path.read_text().splitlines(True) if self._path.exists() else []
+    else:
+      self._f = open(self._path, "a")
+    if tensorboard and not self._remote:
       from tensorboardX import SummaryWriter  # no TensorFlow needed
       self._tb = SummaryWriter(os.path.join(directory, "tb"))
 
@@ -39,12 +48,17 @@ class MetricWriter:
       row[k] = v if math.isfinite(v) else str(v)
       if self._tb is not None and math.isfinite(v):
         self._tb.add_scalar(k, v, step)
+    if self._remote:
+      self._lines.append(json.dumps(row) + "\n")
+      self._path.write_text("".join(self._lines))
+      return
     self._f.write(json.dumps(row) + "\n")
     self._f.flush()
 
   def close(self):
     if self.enabled:
-      self._f.close()
+      if not self._remote:
+        self._f.close()
       if self._tb is not None:
         self._tb.close()
 

@@ -9,10 +9,10 @@ trained on their corpus (saved as tokenizer.json): every string round-trips
 exactly, case included, and unseen words still encode (as smaller pieces).
 Real families wrap their transformers tokenizer in `HFTokenizer`.
 """
-import os
 from typing import Protocol, Sequence, runtime_checkable
 
 import tokenizers
+from etils import epath
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -65,19 +65,21 @@ def train_tokenizer(texts: Sequence[str], path: str | None = None,
                                 show_progress=False)
   tok.train_from_iterator(list(texts), trainer=trainer)
   if path:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tok.save(path)
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tok.to_str(pretty=True))
   return BPETokenizer(tok)
 
 
 def load_tokenizer(path: str) -> BPETokenizer:
-  if os.path.isdir(path):
-    path = os.path.join(path, "tokenizer.json")
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if path.is_dir():
+    path = path / "tokenizer.json"
+  if not path.exists():
     raise FileNotFoundError(
         f"no tokenizer at {path}; train one with "
         "leaml_jax.data.tokenizer.synthetic_tokenizer(path) or train_tokenizer(texts, path)")
-  return BPETokenizer(tokenizers.Tokenizer.from_file(path))
+  return BPETokenizer(tokenizers.Tokenizer.from_str(path.read_text()))
 
 
 def synthetic_tokenizer(path: str | None = None, vocab_size: int = 1024,
@@ -85,7 +87,7 @@ def synthetic_tokenizer(path: str | None = None, vocab_size: int = 1024,
   """The demo tokenizer: trained on the three synthetic worlds' text (all of
   it: prompts, questions, options, answers, captions). Loads `path` if it
   exists, else trains deterministically and saves there."""
-  if path and os.path.exists(path):
+  if path and epath.Path(path).exists():
     return load_tokenizer(path)
   from leaml_jax.data.datasets import synthetic  # pylint: disable=import-outside-toplevel
   return train_tokenizer(synthetic.corpus(num_per_domain), path, vocab_size)

@@ -5,17 +5,21 @@
   <variant>pseudo_qa.jsonl pseudo_qa   {"image_id", "question", "answer", "options", "type", "confidence"}
   <stage>/params           training stages (orbax, via Context.save_params / load_params)
 
-Only process 0 writes; every write goes to a temporary file first and is renamed into place, so
-a killed run never leaves a half-written artifact that a rerun would take as complete.
+Paths are local or remote (gs://...; etils.epath, gcsfs underneath). Only process 0 writes.
+Locally every write goes to a temporary file first and is renamed into place; on a bucket the
+object is uploaded whole and appears only once complete (objects are write-once). Either way a
+killed run never leaves a half-written artifact that a rerun would take as complete.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 
 import jax
 import numpy as np
+from etils import epath
 
 from leaml_jax.data import datasets, frames, prompts, records as records_lib
 from leaml_jax.defaults import ALL_STAGES
@@ -26,6 +30,13 @@ from leaml_jax.errors import CheckpointError
 def atomic_write(path: str, write_fn, mode: str = "w") -> None:
   """write_fn(file) into a temporary file beside `path`, then rename it over `path`."""
   if jax.process_index() != 0:
+    return
+  if is_remote(path):
+    buffer = io.BytesIO() if "b" in mode else io.StringIO()
+    write_fn(buffer)
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (target.write_bytes if "b" in mode else target.write_text)(buffer.getvalue())
     return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -40,13 +51,20 @@ def atomic_write(path: str, write_fn, mode: str = "w") -> None:
     raise
 
 
+def is_remote(path) -> bool:
+  return "://" in str(path)
+
+
+def exists(path) -> bool:
+  return epath.Path(path).exists()
+
+
 def write_json(path: str, obj) -> None:
   atomic_write(path, lambda f: json.dump(obj, f, indent=1))
 
 
 def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(epath.Path(path).read_text())
 
 
 def write_jsonl(path: str, rows) -> None:
@@ -54,8 +72,7 @@ def write_jsonl(path: str, rows) -> None:
 
 
 def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line.strip()]
 
 
 def write_npz(path: str, arrays: dict) -> None:
@@ -63,11 +80,11 @@ def write_npz(path: str, arrays: dict) -> None:
 
 
 def read_npz(path: str, stage: str) -> dict:
-  return _require(path, stage, lambda p: dict(np.load(p)))
+  return _require(path, stage, lambda p: dict(np.load(io.BytesIO(epath.Path(p).read_bytes()))))
 
 
 def _require(path: str, stage: str, read):
-  if not os.path.exists(path):
+  if not exists(path):
     raise FileNotFoundError(f"{path} missing: run the `{stage}` stage first")
   return read(path)
 

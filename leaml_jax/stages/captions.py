@@ -66,7 +66,7 @@ def teacher_captions(ctx, pool: list[dict]) -> list[dict]:
 
 
 def read_caption_file(path: str, ids: set) -> list[dict]:
-  if not os.path.exists(path):
+  if not artifacts.exists(path):
     raise FileNotFoundError(f"captions file {path} not found (config.captions.path); expected "
                             f"JSONL lines {{\"image_id\": ..., \"caption\": ...}}")
   rows, bad = [], 0

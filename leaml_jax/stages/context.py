@@ -14,6 +14,7 @@ import os
 
 import jax
 import numpy as np
+from etils import epath
 
 from leaml_jax import checkpoint, losses, sharding as shd, train
 from leaml_jax.data import encoders, pipeline
@@ -118,7 +119,7 @@ class Context:
     if self.processor is not None:
       return tok_lib.HFTokenizer(self.processor.tokenizer, processor=self.processor)
     path = self.path("data", "tokenizer.json")
-    if not os.path.exists(path):
+    if not artifacts.exists(path):
       raise FileNotFoundError(f"tokenizer {path} missing: run the `prepare` stage first")
     return tok_lib.load_tokenizer(path)
 
@@ -179,11 +180,11 @@ class Context:
     checkpoint.save_params(self.params_path(name), params)
 
   def has_params(self, name: str) -> bool:
-    return os.path.isdir(self.params_path(name))
+    return epath.Path(self.params_path(name)).is_dir()
 
   def load_params(self, name: str):
     path = self.params_path(name)
-    if not os.path.isdir(path):
+    if not epath.Path(path).is_dir():
       raise artifacts.params_missing(path, name)
     try:
       return checkpoint.load_params(path, self.abstract_params)

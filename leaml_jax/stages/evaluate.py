@@ -20,7 +20,7 @@ def run(ctx) -> None:
   golds = [{k: r.get(k) for k in ("answer", "type", "category", "difficulty", "options")} for r in test]
   for method, params_dir in context.methods(c).items():
     out_path = ctx.path("eval", f"{method}.json")
-    if os.path.exists(out_path):  # finished before a kill; --config.force=evaluate redoes all
+    if artifacts.exists(out_path):  # finished before a kill; --config.force=evaluate redoes all
       continue
     preds, _ = generate.generate_texts(ctx.model, ctx.load_params(params_dir), test, encoder=ctx.encoder,
                                        batch_size=c.eval.batch_size, max_new_tokens=c.eval.max_new_tokens,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from etils import epath
 
 from leaml_jax.data import datasets, tokenizer as tok_lib
 from leaml_jax.stages import artifacts
@@ -25,7 +26,7 @@ def outputs(ctx) -> list[str]:
 def run(ctx) -> None:
   c = ctx.config
   # Built datasets depend on the data config only: a run reusing another's base reuses its builds.
-  data_dir = os.path.join(c.base.workdir or ctx.workdir, "data", "tfds")
+  data_dir = build_dir(c.base.workdir or ctx.workdir)
   dataset = datasets.name_of(c.data)
   target = datasets.build(dataset, data_dir, c.data, seed=DATA_SEED)
   # The demo base is pre-trained on the general domain; a real base (model.path) is imported.
@@ -44,6 +45,16 @@ def run(ctx) -> None:
   write_tokenizer(ctx)
 
 
+def build_dir(workdir: str) -> str:
+  """Where the datasets are built: <workdir>/data/tfds; for a bucket workdir a local folder per
+  host (LEAML_BUILD_CACHE, default ~/.cache/leaml_jax/tfds/<bucket path>): the builds are
+  deterministic inputs, and the array_record reader needs local files."""
+  if not artifacts.is_remote(workdir):
+    return os.path.join(workdir, "data", "tfds")
+  cache = os.path.expanduser(os.environ.get("LEAML_BUILD_CACHE", "~/.cache/leaml_jax/tfds"))
+  return os.path.join(cache, workdir.replace("://", "/"))
+
+
 def write_tokenizer(ctx) -> None:
   """data/tokenizer.json for the tiny model (config.model.path empty): a BPE trained on the text
   this run may learn from: the dataset's tokenizer corpus (datasets.tokenizer_corpus: the labelled
@@ -54,12 +65,12 @@ def write_tokenizer(ctx) -> None:
   if c.model.path:
     return
   if c.base.workdir:  # the base's vocabulary is the base's tokenizer
-    artifacts.atomic_write(path, lambda f: f.write(open(os.path.join(c.base.workdir, "data",
-                                                                       "tokenizer.json")).read()))
+    source = os.path.join(c.base.workdir, "data", "tokenizer.json")
+    artifacts.atomic_write(path, lambda f: f.write(epath.Path(source).read_text()))
     return
   texts = datasets.tokenizer_corpus(datasets.name_of(c.data), artifacts.examples(ctx, "labeled"),
                                     mc_answer=c.data.mc_answer)
-  if c.captions.path and os.path.exists(c.captions.path):
+  if c.captions.path and artifacts.exists(c.captions.path):
     texts += [str(r.get("caption", "")) for r in artifacts.read_jsonl(c.captions.path)
               if isinstance(r, dict)]
   tok_lib.train_tokenizer(texts, path, vocab_size=c.data.vocab_size)

@@ -26,7 +26,7 @@ def outputs(ctx) -> list[str]:
 
 def run(ctx) -> None:
   for variant in context.variants(ctx.config):
-    if not os.path.exists(ctx.path(variant.directory, "pseudo_qa.jsonl")):
+    if not artifacts.exists(ctx.path(variant.directory, "pseudo_qa.jsonl")):
       write_pseudo_qa(ctx, variant)
 
 

@@ -51,7 +51,7 @@ def _mean_dicts(dicts) -> dict:
 
 
 def _read(path, default=None):
-  return artifacts.read_json(path) if os.path.exists(path) else default
+  return artifacts.read_json(path) if artifacts.exists(path) else default
 
 
 def build_report(ctx) -> dict:
@@ -124,7 +124,7 @@ def mechanism(run) -> dict:
   ground truth (datasets from files)."""
   name = datasets.name_of(run.config.data)
   unlabeled = {ex["id"]: ex for ex in artifacts.examples(run, "unlabeled")}
-  rows = artifacts.read_jsonl(run.path("pseudo_qa.jsonl")) if os.path.exists(run.path("pseudo_qa.jsonl")) else []
+  rows = artifacts.read_jsonl(run.path("pseudo_qa.jsonl")) if artifacts.exists(run.path("pseudo_qa.jsonl")) else []
   right, by_type = [], collections.defaultdict(list)
   for row in rows:
     truth = datasets.true_answer(name, unlabeled[row["image_id"]], row["question"])
@@ -139,7 +139,7 @@ def mechanism(run) -> dict:
     out.update(pseudo_qa_accuracy=_mean(right), pseudo_qa_verified=len(right),
                pseudo_qa_accuracy_per_type={t: _mean(v) for t, v in sorted(by_type.items())})
   probe = run.path("generator_captions.jsonl")
-  if os.path.exists(probe):
+  if artifacts.exists(probe):
     generated = artifacts.read_jsonl(probe)
     teacher = artifacts.captions(run)
     for key, caps in (("caption_accuracy_per_fact", {r["image_id"]: r["caption"] for r in generated}),
@@ -219,11 +219,14 @@ def markdown(rep: dict) -> str:
   return "\n".join(lines)
 
 
+def _save_figure(fig, path: str) -> None:
+  artifacts.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+
+
 def plots(rep: dict, out_dir: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  os.makedirs(out_dir, exist_ok=True)
   names = list(rep["methods"])
   acc = np.array([100 * rep["methods"][m]["accuracy"] for m in names])
   ci = np.array([[100 * x for x in rep["methods"][m]["ci95"]] for m in names]).reshape(-1, 2)
@@ -240,7 +243,7 @@ def plots(rep: dict, out_dir: str) -> None:
   ax.set_title(f"{rep['dataset']} at {100 * rep['label_fraction']:g}% labels, seeds {rep['seeds']}")
   plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "accuracy.png"), dpi=110)
+  _save_figure(fig, os.path.join(out_dir, "accuracy.png"))
   plt.close(fig)
   group = next((g for g in _GROUPS if any(rep["methods"][m].get(g) for m in names)), None)
   if group is None:
@@ -257,7 +260,7 @@ def plots(rep: dict, out_dir: str) -> None:
   ax.set_title(f"accuracy {group.replace('_', ' ')}")
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "breakdown.png"), dpi=110)
+  _save_figure(fig, os.path.join(out_dir, "breakdown.png"))
   plt.close(fig)
 
 

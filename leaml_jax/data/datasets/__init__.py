@@ -17,6 +17,8 @@ Builders share base.py (ArrayRecord storage, decoding, local-file builders, buil
 """
 import os
 
+from etils import epath
+
 from leaml_jax.config_lib import ConfigError
 from leaml_jax.data import frames, prompts, records
 from leaml_jax.data.datasets import synthetic
@@ -86,7 +88,7 @@ def check_config(config, workdir: str) -> None:
   if vf > 1 and clip_frames > 1 and clip_frames != vf:  # still images: the tower repeats them
     raise ConfigError(f"config.model.vit_frames={vf} must equal the clips' frame count "
                       f"{clip_frames}")
-  prepared = os.path.exists(os.path.join(workdir, "status", "prepare.json"))
+  prepared = epath.Path(workdir, "status", "prepare.json").exists()
   redo = {"prepare", "all"} & set(str(config.force).split(","))
   if name in FROM_FILES and "prepare" in config.stages and (not prepared or redo):
     _from_files(name)[1].present(d.path)
