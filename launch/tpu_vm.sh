@@ -1,40 +1,38 @@
 #!/usr/bin/env bash
-# Cloud TPU VM: create, set up, copy data, run LEAML, fetch results, delete.
+# Cloud TPU VM (one host or a multi-host slice): create, set up, copy inputs, run LEAML, watch, delete.
 #
-#   export PROJECT=my-project ZONE=us-central2-b TPU_NAME=leaml ACCEL=v4-8        # or:
-#   export PROJECT=my-project ZONE=us-west4-a    TPU_NAME=leaml ACCEL=v5litepod-8
-#   export BUCKET=gs://my-bucket                 # holds data/ (inputs) and runs/ (results)
-#   launch/tpu_vm.sh create      # the VM (add SPOT=1 for a spot VM)
-#   launch/tpu_vm.sh setup       # copy this repo to every worker, install Python 3.11 + deps + jax[tpu]
-#   launch/tpu_vm.sh data        # copy $BUCKET/data/$DATASET to ~/data/$DATASET on every worker
-#   launch/tpu_vm.sh run         # python -m leaml_jax.main --config=$CONFIG on every worker
-#   launch/tpu_vm.sh fetch       # results: $BUCKET/runs/$RUN -> ./runs/$RUN
+#   export PROJECT=my-project ZONE=us-central2-b TPU_NAME=leaml ACCEL=v4-16     # or v4-8, v5litepod-16, ...
+#   export BUCKET=gs://my-bucket                 # data/<dataset>/ inputs, runs/<run>/ the workdir
+#   launch/tpu_vm.sh create      # the TPU VM; SPOT=1 for spot capacity, QUEUED=1 for a queued resource
+#   launch/tpu_vm.sh setup       # this repo (git archive HEAD) + Python 3.11 venv + deps + jax[tpu], every worker
+#   launch/tpu_vm.sh data        # $BUCKET/data/$DATASET -> ~/data/$DATASET on every worker (inputs only)
+#   launch/tpu_vm.sh run         # python -m leaml_jax.main on every worker, in the background
+#   launch/tpu_vm.sh status      # the VM (or queued resource) state, and whether main runs on each worker
+#   launch/tpu_vm.sh logs        # the last lines of the run's log on every worker (LINES=50)
+#   launch/tpu_vm.sh fetch       # $BUCKET/runs/$RUN -> ./runs/$RUN (report.md, plots/)
 #   launch/tpu_vm.sh ssh         # a shell on worker 0
 #   launch/tpu_vm.sh delete
+#   DRY_RUN=1 launch/tpu_vm.sh <command>   # print every gcloud command instead of running it
 #
 # Extra arguments to `run` go to leaml_jax.main, e.g.
 #   launch/tpu_vm.sh run --config.data.label_fraction=0.05 --config.force=vqa
 #
-# Storage. The workdir is a local folder on the VM ($HOME/runs/$RUN), synced to $BUCKET/runs/$RUN
-# after every run and back before it (so a new or pre-empted VM resumes from the last stage and
-# the last orbax checkpoint). It is not gs:// directly because leaml_jax.main and the stages
-# write their json/jsonl artifacts with plain `open`/`os.makedirs`, which do not understand
-# gs:// (only the orbax checkpoints would).
+# Every worker runs the same command (`--worker=all`). On a multi-host slice leaml_jax.main starts
+# jax.distributed by itself (Cloud TPU VM detected; no flag), `batch_size` stays the global batch,
+# and the workdir is the bucket itself ($BUCKET/runs/$RUN): artifacts, metrics, reports, plots and
+# orbax checkpoints are written there as they are made, so nothing needs syncing and a new or
+# pre-empted VM resumes from what the bucket holds: rerun `run` with the same RUN.
 #
-# Hosts. v4-8 (4 chips) and v5litepod-8 (8 chips) are ONE host: `--worker=all` is worker 0, and
-# jax sees every chip as a local device. Slices with several hosts (v4-16+, v5litepod-16+) run
-# the same command on every worker (`--worker=all`, below) and need
-#   * jax.distributed.initialize() before any jax call. leaml_jax.main does NOT call it (as of
-#     this script); `run` therefore starts main through a one-line wrapper that calls it first;
-#   * a workdir every host can read (orbax writes each host's shards to the same directory):
-#     gs:// support in the stages' file I/O, see above. Until then `run` refuses multi-host
-#     slices (FORCE_MULTIHOST=1 overrides, with --workdir=$BUCKET/runs/$RUN).
+# Pre-emption: a spot or queued-resource VM gets SIGTERM; the training stage in progress saves a
+# checkpoint at its next step and main exits with status 75 (logged as "pre-empted"). Recreate the
+# VM (create, setup, data) and `run` again: it resumes at that step.
 set -euo pipefail
 
 : "${PROJECT:?set PROJECT}" "${ZONE:?set ZONE}" "${TPU_NAME:=leaml}" "${ACCEL:=v4-8}"
 CONFIG="${CONFIG:-configs/sports.py}"
 DATASET="${DATASET:-sportu}"
 RUN="${RUN:-sports}"
+LINES="${LINES:-50}"
 JAX_VERSION="${JAX_VERSION:-0.10.2}"   # = requirements.txt
 case "$ACCEL" in
   v4-*) RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}" ;;
@@ -43,28 +41,48 @@ case "$ACCEL" in
   *) RUNTIME="${RUNTIME:?set RUNTIME (the TPU software version) for $ACCEL}" ;;
 esac
 REPO_DIR="$(cd "$(dirname "$0")/.." && pwd)"
-TPU=(gcloud compute tpus tpu-vm --project="$PROJECT" --zone="$ZONE")
+LOG="\$HOME/leaml_$RUN.log"
 
-on_all() {  # run a shell command on every worker of the slice
-  "${TPU[@]}" ssh "$TPU_NAME" --worker=all --command="$1"
+gc() {  # every gcloud call goes through here: DRY_RUN=1 prints it instead
+  if [ -n "${DRY_RUN:-}" ]; then  # one line per call; arguments with spaces in '...'
+    local out="gcloud" a
+    for a in "$@"; do
+      a="$(printf '%s' "$a" | tr '\n' ' ' | tr -s ' ')"  # a multi-line script on one line
+      case "$a" in *[[:space:]]*) out+=" '$a'" ;; *) out+=" $a" ;; esac
+    done
+    printf '%s\n' "$out"
+  else
+    gcloud "$@"
+  fi
+}
+TPU=(compute tpus tpu-vm --project="$PROJECT" --zone="$ZONE")
+QR=(compute tpus queued-resources --project="$PROJECT" --zone="$ZONE")
+
+on_all() {  # the same shell command on every worker of the slice
+  gc "${TPU[@]}" ssh "$TPU_NAME" --worker=all --command="$1"
 }
 
-num_workers() {
-  "${TPU[@]}" describe "$TPU_NAME" --format='value(networkEndpoints[].ipAddress)' | tr ';' '\n' | grep -c .
+need_bucket() {
+  : "${BUCKET:?set BUCKET=gs://...}"
+  case "$BUCKET" in gs://*) ;; *) echo "BUCKET=$BUCKET must be a gs:// URL" >&2; exit 2 ;; esac
 }
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
   create)
-    "${TPU[@]}" create "$TPU_NAME" --accelerator-type="$ACCEL" --version="$RUNTIME" \
-      ${SPOT:+--spot}
+    if [ -n "${QUEUED:-}" ]; then  # waits in the queue for capacity; the node appears when granted
+      gc "${QR[@]}" create "$TPU_NAME" --node-id="$TPU_NAME" --accelerator-type="$ACCEL" \
+        --runtime-version="$RUNTIME" ${SPOT:+--spot}
+    else
+      gc "${TPU[@]}" create "$TPU_NAME" --accelerator-type="$ACCEL" --version="$RUNTIME" ${SPOT:+--spot}
+    fi
     ;;
 
   setup)
     # The repo as a tarball of tracked files (no runs/, no caches), unpacked on every worker.
     tarball="$(mktemp -d)/leaml_jax.tar.gz"
-    git -C "$REPO_DIR" archive --format=tar.gz -o "$tarball" HEAD
-    "${TPU[@]}" scp "$tarball" "$TPU_NAME":leaml_jax.tar.gz --worker=all
+    [ -n "${DRY_RUN:-}" ] || git -C "$REPO_DIR" archive --format=tar.gz -o "$tarball" HEAD
+    gc "${TPU[@]}" scp "$tarball" "$TPU_NAME":leaml_jax.tar.gz --worker=all
     # The pinned requirements need Python >= 3.11; Ubuntu 22.04 images ship 3.10.
     on_all "set -e
       sudo apt-get update -q && sudo apt-get install -y -q python3.11 python3.11-venv
@@ -77,54 +95,51 @@ case "$cmd" in
     ;;
 
   data)
-    : "${BUCKET:?set BUCKET=gs://...}"
+    need_bucket
     on_all "mkdir -p ~/data && gcloud storage cp -r '$BUCKET/data/$DATASET' ~/data/"
     ;;
 
   run)
-    : "${BUCKET:?set BUCKET=gs://...}"
-    args="--config=$CONFIG --config.data.path=\$HOME/data/$DATASET"
+    need_bucket
+    args="--config=$CONFIG --config.data.path=\$HOME/data/$DATASET --config.progress=false"
     for a in "$@"; do args+=" $(printf '%q' "$a")"; done
-    n="$(num_workers)"
-    if [ "$n" -gt 1 ]; then
-      # Several hosts: the wrapper calls jax.distributed.initialize() (main does not), and the
-      # workdir must be shared storage. Refused unless you know the stages write gs:// now.
-      if [ -z "${FORCE_MULTIHOST:-}" ]; then
-        echo "$ACCEL has $n hosts: needs gs:// file I/O in the stages (see the header);" \
-             "set FORCE_MULTIHOST=1 once they have it, or use a one-host slice (v4-8, v5litepod-8)" >&2
-        exit 2
-      fi
-      on_all ". ~/venv/bin/activate; cd ~/leaml_jax
-        python -c 'import sys, jax; jax.distributed.initialize(); from leaml_jax.main import cli; sys.exit(cli(sys.argv[1:]))' \\
-          $args --workdir='$BUCKET/runs/$RUN'"
-      exit
+    # Detached (nohup), so a dropped ssh session does not stop the run; `logs` shows it.
+    on_all "cd ~/leaml_jax && . ~/venv/bin/activate && nohup python -m leaml_jax.main $args --workdir=$BUCKET/runs/$RUN > $LOG 2>&1 < /dev/null &"
+    ;;
+
+  status)
+    if [ -n "${QUEUED:-}" ]; then
+      gc "${QR[@]}" describe "$TPU_NAME" --format='value(state.state)'
     fi
-    # One host: pull the previous state first (resume), push the results after, also after a failure.
-    on_all "set -uo pipefail; . ~/venv/bin/activate; cd ~/leaml_jax; mkdir -p ~/runs/$RUN
-      gcloud storage rsync -r '$BUCKET/runs/$RUN' ~/runs/$RUN 2>/dev/null || true
-      python -m leaml_jax.main $args --workdir=\$HOME/runs/$RUN 2>&1 | tee -a ~/runs/$RUN.log; rc=\$?
-      gcloud storage rsync -r ~/runs/$RUN '$BUCKET/runs/$RUN'
-      gcloud storage cp ~/runs/$RUN.log '$BUCKET/runs/$RUN/log.txt'
-      exit \$rc"
+    gc "${TPU[@]}" describe "$TPU_NAME" --format='value(state,health,acceleratorType)'
+    on_all "pgrep -f 'python -m leaml_jax[.]main' > /dev/null && echo \"\$(hostname): running\" || echo \"\$(hostname): not running, last line: \$(tail -n 1 $LOG 2>/dev/null)\""
+    ;;
+
+  logs)
+    on_all "echo \"== \$(hostname)\"; tail -n $LINES $LOG"
     ;;
 
   fetch)
-    : "${BUCKET:?set BUCKET=gs://...}"
+    need_bucket
     mkdir -p "runs/$RUN"
-    gcloud storage rsync -r "$BUCKET/runs/$RUN" "runs/$RUN"
+    gc storage rsync -r "$BUCKET/runs/$RUN" "runs/$RUN"
     echo "report: runs/$RUN/report.md"
     ;;
 
   ssh)
-    "${TPU[@]}" ssh "$TPU_NAME" --worker=0
+    gc "${TPU[@]}" ssh "$TPU_NAME" --worker=0
     ;;
 
   delete)
-    "${TPU[@]}" delete "$TPU_NAME" --quiet
+    if [ -n "${QUEUED:-}" ]; then
+      gc "${QR[@]}" delete "$TPU_NAME" --force --quiet
+    else
+      gc "${TPU[@]}" delete "$TPU_NAME" --quiet
+    fi
     ;;
 
   *)
-    sed -n '2,30p' "$0"
+    sed -n '2,31p' "$0"
     exit 2
     ;;
 esac
