@@ -2,8 +2,8 @@
 metrics, tokenizer, params and orbax checkpoints (with the per-process data position) round-trip.
 The emulator is chosen only by the standard variables: STORAGE_EMULATOR_HOST (gcsfs, under
 etils.epath) and TENSORSTORE_GCS_HTTP_URL (tensorstore, under orbax). GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT
-=false skips gcsfs's bucket-type probe, which the emulator does not answer (it would wait for
-its timeout on every new bucket)."""
+=false skips gcsfs's bucket-type probe (a storage-control call the emulator does not serve:
+without credentials it fails fast with a warning per call; with credentials it waits)."""
 import os
 import shutil
 import subprocess
