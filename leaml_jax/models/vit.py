@@ -5,8 +5,10 @@ heads, H head_dim, E the LM width the connector maps to.
 
 Patch conv (with bias) + learned position embedding, pre-LN encoder blocks
 (self-attention with biases, gelu_tanh MLP fc1/fc2), final LayerNorm, no pooling.
-The connector is a Dense to the LM width: "linear" (PaliGemma, with bias) or
-"pixel_shuffle" (Idefics3/SmolVLM: space-to-depth by `factor`, Dense without bias).
+The connector is a Dense to the LM width: "linear" (PaliGemma, with bias),
+"pixel_shuffle" (Idefics3/SmolVLM: space-to-depth by `factor`, Dense without bias) or
+"avg_pool" (Gemma 3: average over pool_factor x pool_factor patches, Gemma RMSNorm `head_norm`,
+Dense without bias).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from leaml_jax.models.lm import REMAT_POLICIES, activation, dense_init
+from leaml_jax.models.lm import REMAT_POLICIES, RMSNorm, activation, dense_init
 from leaml_jax.models.presets import ViTConfig
 
 P = nn.with_logical_partitioning
@@ -135,6 +137,7 @@ class ViT(nn.Module):
   scan: bool = True
   remat: str = "none"
   implementation: str = "auto"
+  pool_factor: int = 1
 
   @nn.compact
   def __call__(self, image):
@@ -157,6 +160,11 @@ class ViT(nn.Module):
     connector_in = x_BPD
     if self.connector == "pixel_shuffle":
       connector_in = pixel_shuffle(x_BPD, c.grid, self.pixel_shuffle_factor)
+    elif self.connector == "avg_pool":  # HF Gemma3MultiModalProjector: patches in row-major order
+      k = self.pool_factor
+      pooled = nn.avg_pool(x_BPD.reshape(B, *c.grid, c.width), (k, k), strides=(k, k))
+      connector_in = RMSNorm(c.norm_eps, True, self.param_dtype, name="head_norm")(
+          pooled.reshape(B, -1, c.width))
     tokens_BPE = nn.Dense(self.out_width, use_bias=self.connector == "linear", dtype=self.dtype,
                           param_dtype=self.param_dtype, name="head",
                           kernel_init=P(dense_init(), (None, "embed")),

@@ -11,6 +11,12 @@ Sliding-window (Gemma2 local) layers keep the keys within the window *or in the 
 bidirectional block* (same c): the whole image + prompt prefix stays visible to every prefix
 token however long it is, as transformers' PaliGemma 2 does (its `blockwise_overlay` is OR-ed
 onto the sliding causal mask). Decoded tokens are causal, so they see only the window.
+With cfg.local_sees_block False (Gemma 3) the window cuts blocks too, as transformers ANDs it
+onto causal-or-block there.
+
+Gemma 3 is causal with each run of image tokens one bidirectional block: `image_block_mask_ar`
+writes that as mask_ar (1 everywhere but on an image token that follows another), so the same
+cumsum rule covers it.
 
 `image` is [B,height,width,3] or [B,I,height,width,3]: I images (e.g. video frames) per row,
 each encoded on its own; in the prefix layout their tokens are concatenated in order (I·P
@@ -56,6 +62,15 @@ def same_block(mask_ar_BT: jax.Array) -> jax.Array:
   return c[:, :, None] == c[:, None, :]
 
 
+def image_block_mask_ar(is_image_BT) -> np.ndarray:
+  """mask_ar of a causal sequence in which each run of image tokens is one bidirectional block
+  (transformers' Gemma 3 `token_type_ids` rule): 0 on an image token that follows an image
+  token, 1 elsewhere."""
+  is_image_BT = np.asarray(is_image_BT, bool)
+  follows = np.concatenate([np.zeros_like(is_image_BT[..., :1]), is_image_BT[..., :-1]], axis=-1)
+  return (~(is_image_BT & follows)).astype(np.int32)
+
+
 def dummy_inputs(cfg: VLMConfig, batch: int = 1, text_len: int = 4):
   """(image, text, mask_ar, mask_input) placeholders for `init` / `eval_shape`."""
   h, w = cfg.vit.image_size
@@ -70,7 +85,7 @@ class VLM(nn.Module):
     c = self.cfg
     dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
     self.img = ViT(c.vit, c.lm.width, c.connector, c.pixel_shuffle_factor, dtype, param_dtype,
-                   c.scan, c.remat, c.attention)
+                   c.scan, c.remat, c.attention, c.pool_factor)
     self.llm = LM(c.lm, dtype, param_dtype, c.scan, c.remat, c.attention)
 
   # ------------------------------------------------------------------ helpers
@@ -137,7 +152,9 @@ class VLM(nn.Module):
     if w is None:
       return None
     near = q_pos_BT[:, :, None] - k_pos_BS[:, None, :] < w
-    return mask_BTS & (near if same_block_BTS is None else near | same_block_BTS)
+    if same_block_BTS is None or not self.cfg.local_sees_block:
+      return mask_BTS & near
+    return mask_BTS & (near | same_block_BTS)
 
   # ------------------------------------------------------------------ entry points
   def __call__(self, image, text, mask_ar, mask_input=None, *, train: bool = False):

@@ -5,6 +5,7 @@ Checkpoint keys are first put in a canonical form that hides transformers' layou
   lm_head.*    language_model.lm_head.* | lm_head.*
   vision.*     vision_tower.vision_model.* (4.x) | (model.)vision_tower.* (5.x) | model.vision_model.*
   connector.*  (model.)multi_modal_projector.linear.* | model.connector.modality_projection.proj.*
+               | (model.)multi_modal_projector.* (Gemma 3: mm_input_projection_weight, mm_soft_emb_norm)
 `save` writes the 4.x (hub) layout of each family (`hf_key`), which every transformers version reads.
 
 Weight layout: torch Linear weights are [out, in] (ours [in, out]); attention projections are
@@ -28,6 +29,7 @@ _CANONICAL = (  # first match wins
     (r"^(model\.)?vision_tower\.(vision_model\.)?", "vision."),
     (r"^model\.vision_model\.", "vision."),
     (r"^(model\.)?multi_modal_projector\.linear\.", "connector."),
+    (r"^(model\.)?multi_modal_projector\.", "connector."),
     (r"^model\.connector\.modality_projection\.proj\.", "connector."),
     (r"^lm_head\.", "lm_head."),
 )
@@ -40,6 +42,8 @@ _HF_PREFIX = {  # canonical -> the key prefix `save` writes, per family (the hub
                   "vision.": "vision_tower.vision_model.", "connector.": "multi_modal_projector.linear."},
     "idefics3": {"text.": "model.text_model.", "lm_head.": "lm_head.",
                  "vision.": "model.vision_model.", "connector.": "model.connector.modality_projection.proj."},
+    "gemma3": {"text.": "language_model.model.", "lm_head.": "language_model.lm_head.",
+               "vision.": "vision_tower.vision_model.", "connector.": "multi_modal_projector."},
 }
 
 
@@ -89,7 +93,10 @@ def _lm_block(family: str) -> dict[str, tuple[str, str]]:
   table = _attn("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", False)
   table.update({f"mlp/{n}/kernel": (f"mlp.{n}.weight", "T") for n in ("gate_proj", "up_proj", "down_proj")})
   table["pre_attn_norm/scale"] = ("input_layernorm.weight", "id")
-  if family == "gemma2":  # HF Gemma2 has four norms; its post_attention_layernorm follows attention
+  if family == "gemma3":
+    table["attn/q_norm/scale"] = ("self_attn.q_norm.weight", "id")
+    table["attn/k_norm/scale"] = ("self_attn.k_norm.weight", "id")
+  if family in ("gemma2", "gemma3"):  # four norms; HF's post_attention_layernorm follows attention
     table["post_attn_norm/scale"] = ("post_attention_layernorm.weight", "id")
     table["pre_ffw_norm/scale"] = ("pre_feedforward_layernorm.weight", "id")
     table["post_ffw_norm/scale"] = ("post_feedforward_layernorm.weight", "id")
@@ -117,6 +124,10 @@ _TOP = {
     "img/head/kernel": ("connector.weight", "T"),
     "img/head/bias": ("connector.bias", "id"),
 }
+_TOP_AVG_POOL = {  # Gemma 3's projector: a bare [vision width, LM width] matrix after an RMSNorm
+    "img/head/kernel": ("connector.mm_input_projection_weight", "id"),
+    "img/head_norm/scale": ("connector.mm_soft_emb_norm.weight", "id"),
+}
 
 
 def source(cfg: VLMConfig, path: tuple[str, ...]) -> tuple[list[str], bool, str]:
@@ -139,7 +150,8 @@ def source(cfg: VLMConfig, path: tuple[str, ...]) -> tuple[list[str], bool, str]
       return [f"{prefix}{i}.{key}" for i in range(depth)], True, transform
     return [f"{prefix}{int(path[n][len(block) + 1:])}.{key}"], False, transform
   name = "/".join(path)
-  if name not in _TOP:
+  top = {**_TOP, **_TOP_AVG_POOL} if cfg.connector == "avg_pool" else _TOP
+  if name not in top:
     raise KeyError(f"hf: no Hugging Face counterpart known for parameter {name!r}")
-  key, transform = _TOP[name]
+  key, transform = top[name]
   return [key], False, transform
