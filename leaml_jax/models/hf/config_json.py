@@ -159,6 +159,8 @@ def family_of(cfg: VLMConfig) -> str:
                      "linear), Idefics3/SmolVLM (llama, pixel_shuffle, image_token_id set), Gemma 3 (gemma3, "
                      "avg_pool, image_token_id set)")
   gemma, g3 = lm.family != "llama", lm.family == "gemma3"
+  _require(cfg.vit.frames == 1, f"save: a tubelet vision tower (ViTConfig.frames={cfg.vit.frames}, several "
+           "frames per patch) has no Hugging Face counterpart; Hugging Face towers embed one image per patch")
   _require(cfg.position_offset == offset, f"save: {family} needs position_offset={offset}")
   _require(cfg.local_sees_block != g3 or lm.sliding_window is None,
            f"save: {family} needs local_sees_block={not g3}")
