@@ -116,7 +116,8 @@ def test_model_path_export_answers_like_our_model(model_path_run, method, params
   assert len(answers) >= 4 and any(a.strip() for a in answers)
   source = json.loads((paligemma2_bpe() / "config.json").read_text())
   exported = json.loads(Path(workdir, "export", method, "config.json").read_text())
-  assert exported["text_config"]["model_type"] == "gemma2" and exported["image_token_index"] == source["image_token_index"]
+  assert exported["text_config"]["model_type"] == "gemma2"
+  assert exported["image_token_index"] == source["image_token_index"]
 
 
 def test_export_after_the_run_and_unknown_methods(model_path_run):

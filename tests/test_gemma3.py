@@ -78,8 +78,8 @@ def test_gemma3_4b_preset_has_the_published_size():
 def test_unsupported_gemma3_configs_are_refused():
   text = dict(TEXT, num_hidden_layers=7, vocab_size=128)
   vision = dict(VISION, patch_size=2, vision_use_head=False)
-  cfg = Gemma3Config(vision_config=vision, mm_tokens_per_image=16,
-                     text_config=dict(text, layer_types=["sliding_attention", "full_attention"] * 3 + ["sliding_attention"]))
+  alternating = ["sliding_attention", "full_attention"] * 3 + ["sliding_attention"]
+  cfg = Gemma3Config(vision_config=vision, mm_tokens_per_image=16, text_config=dict(text, layer_types=alternating))
   with pytest.raises(ValueError, match="every 6th layer global"):
     config_json.vlm_config(cfg)
   yarn = dict(rope_type="yarn", factor=8.0, original_max_position_embeddings=64)

@@ -190,7 +190,8 @@ def hf_config_dict(cfg: VLMConfig, dtype: str) -> dict[str, Any]:
     text.update(attn_logit_softcapping=lm.attn_logit_softcap, final_logit_softcapping=lm.final_logit_softcap,
                 sliding_window=lm.sliding_window, query_pre_attn_scalar=lm.query_pre_attn_scalar,
                 hidden_activation=text["hidden_act"],
-                layer_types=["sliding_attention" if is_local_layer(lm, i) else "full_attention" for i in range(lm.depth)])
+                layer_types=["sliding_attention" if is_local_layer(lm, i) else "full_attention"
+                             for i in range(lm.depth)])
   if lm.family == "gemma3":
     full = dict(rope_type="default", rope_theta=lm.rope_theta)
     if lm.rope_scale != 1.0:
