@@ -156,3 +156,18 @@ def test_synthetic_models_without_a_transformers_twin_are_refused(tmp_path, pres
   with pytest.raises(ConfigError, match=f"no exact transformers architecture.*{match}"):
     export.run(ctx)
   assert not (tmp_path / "export").exists()
+
+
+def test_save_in_bfloat16(tmp_path):
+  """export.dtype=bfloat16: weights stored as the bf16 cast of ours, and transformers loads them."""
+  from safetensors.numpy import load_file
+  from tests.hf_families import family
+  f = family("paligemma")
+  model, params, _ = f.loaded
+  out = hf.save(model, params, tmp_path, hf_config=f.directory, dtype="bfloat16")
+  assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+  stored = load_file(out / "model.safetensors")["language_model.model.layers.1.mlp.up_proj.weight"]
+  ours = np.asarray(params["llm"]["layers"]["mlp"]["up_proj"]["kernel"][1]).T
+  np.testing.assert_array_equal(stored, ours.astype(jax.numpy.bfloat16))
+  reloaded = PaliGemmaForConditionalGeneration.from_pretrained(out)
+  assert reloaded.dtype == torch.bfloat16
