@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from leaml_jax.models.presets import LMConfig
 
@@ -34,7 +35,9 @@ REMAT_POLICIES = {
 
 
 def activation(name: str):
-  return {"gelu_tanh": functools.partial(jax.nn.gelu, approximate=True), "silu": jax.nn.silu}[name]
+  return {"gelu_tanh": functools.partial(jax.nn.gelu, approximate=True), "silu": jax.nn.silu,
+          "gelu": functools.partial(jax.nn.gelu, approximate=False),
+          "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x)}[name]
 
 
 def dense_init(fan_in_axes=(-2,)):
@@ -58,13 +61,19 @@ class RMSNorm(nn.Module):
     return w.astype(x.dtype) * y.astype(x.dtype)
 
 
-def rope_cos_sin(positions_BT: Array, head_dim: int, theta: float, dtype, scale: float = 1.0) -> tuple[Array, Array]:
+def rope_cos_sin(positions_BT: Array, head_dim: int, theta: float, dtype, scale: float = 1.0,
+                 mrope_section=None) -> tuple[Array, Array]:
   """HF layout: frequencies repeated over both halves of head_dim; computed in float32.
-  scale: HF "linear" RoPE scaling (frequencies divided by it)."""
+  scale: HF "linear" RoPE scaling (frequencies divided by it). M-RoPE (Qwen2-VL): positions
+  [B,T,3] and frequency pair j turns with stream k % 3 of the section k it falls in."""
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
   if scale != 1.0:
     inv_freq = inv_freq / scale
-  freqs = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+  if positions_BT.ndim == 3:
+    stream = np.repeat(np.arange(len(mrope_section)) % 3, mrope_section)
+    freqs = positions_BT[..., stream].astype(jnp.float32) * inv_freq
+  else:
+    freqs = positions_BT.astype(jnp.float32)[..., None] * inv_freq
   emb = jnp.concatenate([freqs, freqs], axis=-1)
   return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
 
@@ -222,14 +231,15 @@ class LM(nn.Module):
     return x
 
   def __call__(self, x_BTD, positions_BT, masks, kv_cache=None, cache_index=None):
-    """Runs all blocks. masks = (global [B,T,S] bool, local [B,T,S] bool or None).
+    """Runs all blocks. masks = (global [B,T,S] bool, local [B,T,S] bool or None); positions [B,T]
+    (or [B,T,3] M-RoPE streams).
 
     kv_cache: (k, v) each [depth,B,S,K,H] or None; written at `cache_index` along S.
     Returns (hidden [B,T,D] before the final norm is applied by `logits`, new kv_cache).
     """
     c = self.cfg
     x_BTD = nn.with_logical_constraint(x_BTD.astype(self.dtype), ("batch", "length", "embed"))
-    ropes = (rope_cos_sin(positions_BT, c.head_dim, c.rope_theta, self.dtype, c.rope_scale),
+    ropes = (rope_cos_sin(positions_BT, c.head_dim, c.rope_theta, self.dtype, c.rope_scale, c.mrope_section),
              None if c.rope_local_theta is None else
              rope_cos_sin(positions_BT, c.head_dim, c.rope_local_theta, self.dtype))
     is_local_per_layer = jnp.array([is_local_layer(c, i) for i in range(c.depth)])
