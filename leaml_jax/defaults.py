@@ -4,7 +4,10 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 ALL_STAGES = ("prepare", "base", "captions", "relevance", "qa_generator", "pseudo_qa", "vqa",
-              "baselines", "evaluate", "report")
+              "baselines", "evaluate", "report", "export")
+# What a run does unless config.stages says otherwise: everything but `export`, which writes
+# Hugging Face checkpoints only when asked (--config.stages=...,export, or =export after a run).
+DEFAULT_STAGES = ALL_STAGES[:-1]
 
 # Regex rules over parameter paths, first match wins; every parameter must match one.
 TRAIN_ALL = ((".*", True),)
@@ -23,7 +26,7 @@ def base_config() -> ConfigDict:
   c.name = "leaml"
   c.seed = 0
   c.seeds = ()  # a sweep: one run per seed under seed_<k>/ from one shared base, one combined report
-  c.stages = ALL_STAGES
+  c.stages = DEFAULT_STAGES
   c.force = ""  # comma-separated stages to redo even if their outputs are complete ("all" = every one)
   # Several processes: found by itself on a Cloud TPU VM slice; elsewhere (CPU clusters, tests)
   # coordinator=HOST:PORT, num_processes=N, process_id=I on every process (processes.py).
@@ -93,4 +96,7 @@ def base_config() -> ConfigDict:
                                 lora_alpha=16.0, lora_lr=3e-3))
   c.ablations = ("no_mask", "random_mask", "no_distill")
   c.eval = ConfigDict(dict(batch_size=64, max_new_tokens=16))
+  c.export = ConfigDict(dict(
+      methods=("leaml",),            # any of leaml, leaml_<ablation>, zero_shot, finetune, lora
+      dtype=""))                     # stored dtype: "" = as trained (model.param_dtype), bfloat16, float32
   return c

@@ -1,4 +1,5 @@
-"""Tiny random transformers families (PaliGemma, PaliGemma 2, SmolVLM) saved as checkpoint directories.
+"""Tiny random transformers families (PaliGemma, PaliGemma 2, SmolVLM, Gemma 3, Qwen2-VL) saved as
+checkpoint directories.
 
 Built with transformers' own config/model classes, saved with `save_pretrained`, and fed
 batches from real processors (built offline around a tiny word-level tokenizer). Every weight,
@@ -11,27 +12,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor,
+                          Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
                           Idefics3Processor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
-                          PaliGemmaProcessor, PreTrainedTokenizerFast, SiglipImageProcessorPil)
+                          PaliGemmaProcessor, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+                          Qwen2VLImageProcessorPil, SiglipImageProcessorPil)
 
 from leaml_jax.models import hf
 
 WINDOW = 24     # PaliGemma 2 sliding window: prompts fit in it, prompt + answer do not
+GEMMA3_WINDOW = 10   # Gemma 3 sliding window: shorter than one image's 16 tokens, so it cuts image blocks
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               image_size=32, patch_size=8)
 TEXT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=2, head_dim=12)
 
 
-def word_tokenizer(specials):
+def word_tokenizer(specials, named=None, add_bos=False):
+  """Word-level tokenizer: <pad> <eos> <bos> <unk> \n w0..w59, then `specials`; `named`: special
+  tokens the processor looks up by name (extra_special_tokens); add_bos: prepend <bos> as Gemma's."""
   words = ["<pad>", "<eos>", "<bos>", "<unk>", "\n"] + [f"w{i}" for i in range(60)]
   tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
   tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "removed"),
                                                pre_tokenizers.Split("\n", "isolated")])
+  if add_bos:
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
   t = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                              pad_token="<pad>", unk_token="<unk>")
+                              pad_token="<pad>", unk_token="<unk>", extra_special_tokens=named or {})
   if specials:
     t.add_special_tokens({"additional_special_tokens": specials})
   return t
@@ -81,6 +89,17 @@ class Family:
       if purpose == "logits":
         kw["suffix"] = [words(rng, 14), words(rng, 6)]
       return self.processor(images=images(rng, [(40, 50), (30, 20)]), text=prompts, **kw)
+    if self.name == "qwen2_vl":  # two images in the first row, one in the second, all 56x84 pixels
+      img = "<|vision_start|><|image_pad|><|vision_end|>"
+      text = [f"{words(rng, 2)}{img}{words(rng, 3)}{img}", f"{img}{words(rng, 2)}"]
+      if purpose == "logits":
+        text = [text[0] + words(rng, 6), text[1] + words(rng, 14)]
+      return self.processor(images=[images(rng, [(56, 84), (56, 84)]), images(rng, [(56, 84)])], text=text, **kw)
+    if self.name.startswith("gemma3"):  # two images in the first row, one in the second
+      text = [f"{words(rng, 2)}<start_of_image>{words(rng, 3)}<start_of_image>", f"<start_of_image>{words(rng, 2)}"]
+      if purpose == "logits":
+        text = [text[0] + words(rng, 6), text[1] + words(rng, 14)]
+      return self.processor(images=[images(rng, [(40, 50), (20, 30)]), images(rng, [(30, 30)])], text=text, **kw)
     text = [f"<image>{words(rng, 2)}<image>{words(rng, 3)}\n", f"{words(rng, 1)}<image>{words(rng, 2)}"]
     if purpose == "logits":
       text = [t + words(rng, 4) for t in text]
@@ -123,10 +142,78 @@ def _smolvlm(directory):
   return randomise(Idefics3ForConditionalGeneration(cfg), seed=3), processor
 
 
+# Gemma 3's chat template (google/gemma-3-4b-it), system-turn handling left out.
+GEMMA3_CHAT = (
+    "{{ bos_token }}{%- for message in messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{{ '<end_of_turn>\n' }}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}")
+
+
+def _gemma3(chat):
+  """SigLIP 32x32 in 2x2 patches (256), pooled 4x4 to 16 tokens per image; 7 layers, so local
+  layers 0-4 and 6 and global layer 5, with the 4B model's RoPE (linear x8 on the global ones)."""
+  named = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+  tok = word_tokenizer([*named.values(), "<start_of_turn>", "<end_of_turn>"], named, add_bos=True)
+  processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+                              tokenizer=tok, image_seq_length=16, chat_template=GEMMA3_CHAT if chat else None)
+  text = dict(TEXT, num_hidden_layers=7, vocab_size=128, sliding_window=GEMMA3_WINDOW, query_pre_attn_scalar=16,
+              rope_scaling=dict(rope_type="linear", factor=8.0))
+  cfg = Gemma3Config(vision_config=dict(VISION, patch_size=2, vision_use_head=False), text_config=text,
+                     mm_tokens_per_image=16, image_token_index=tok.image_token_id, boi_token_index=tok.boi_token_id,
+                     eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"))
+  return randomise(Gemma3ForConditionalGeneration(cfg), seed=11), processor
+
+
+class Qwen2VLInputs:
+  """What Qwen2VLProcessor returns for images and text, built from its image processor and
+  tokenizer: the processor itself cannot be made without torchvision (for its video half)."""
+
+  def __init__(self, image_processor, tokenizer):
+    self.image_processor, self.tokenizer = image_processor, tokenizer
+
+  def __call__(self, images, text, return_tensors="pt", padding="longest"):
+    out = self.image_processor(images=[im for row in images for im in row], return_tensors=return_tensors)
+    counts = iter((out["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2).tolist())
+    text = [t.replace("<|image_pad|>", "\0").replace("\0", "{}").format(
+        *["<|image_pad|>" * next(counts) for _ in range(t.count("<|image_pad|>"))]) for t in text]
+    tok = self.tokenizer(text, return_tensors=return_tensors, padding=padding)
+    return {**tok, **out, "mm_token_type_ids": (tok["input_ids"] == self.tokenizer.image_token_id).int()}
+
+
+def _qwen2_vl():
+  """Its tower in 14-pixel patches, 2x2 merged: a 56x84 image is 4x6 patches, 2x3 = 6 tokens;
+  M-RoPE sections (2, 2, 2) of head_dim 12."""
+  named = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"}
+  tok = word_tokenizer(["<|vision_start|>", "<|vision_end|>", *named.values()], named)
+  ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
+  processor = Qwen2VLInputs(ip, tok)
+  text = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+              vocab_size=128, rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 2, 2]),
+              pad_token_id=0, eos_token_id=1, bos_token_id=2)
+  vision = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=14)
+  cfg = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=tok.image_token_id,
+                      video_token_id=tok.video_token_id,
+                      vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
+  return randomise(Qwen2VLForConditionalGeneration(cfg), seed=13), processor
+
+
 @functools.lru_cache(maxsize=None)
 def family(name) -> Family:
+  """"paligemma", "paligemma2", "smolvlm", "gemma3" (no chat template), "gemma3_chat" or "qwen2_vl"."""
   directory = Path(tempfile.mkdtemp(prefix=f"hf_{name}_"))
-  model, processor = _smolvlm(directory) if name == "smolvlm" else _paligemma(name, directory)
+  if name == "qwen2_vl":
+    model, processor = _qwen2_vl()
+  elif name.startswith("gemma3"):
+    model, processor = _gemma3(chat=name == "gemma3_chat")
+  else:
+    model, processor = _smolvlm(directory) if name == "smolvlm" else _paligemma(name, directory)
   model.save_pretrained(directory, safe_serialization=True)
-  processor.save_pretrained(directory)
+  if name != "qwen2_vl":
+    processor.save_pretrained(directory)
   return Family(name, model, processor, directory)

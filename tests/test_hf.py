@@ -1,6 +1,6 @@
 """HF import/export against transformers (PyTorch, CPU).
 
-On tiny random PaliGemma (Gemma), PaliGemma 2 (Gemma2) and SmolVLM (Idefics3) checkpoints
+On tiny random PaliGemma (Gemma), PaliGemma 2 (Gemma2), SmolVLM (Idefics3), Gemma 3 and Qwen2-VL checkpoints
 (tests/hf_families.py: transformers' own classes, every weight randomised, real processors),
 and on the real families' config.json files at full size without weights.
 """
@@ -21,8 +21,9 @@ import torch
 from flax.traverse_util import flatten_dict
 from jax.sharding import PartitionSpec as P
 from safetensors.torch import load_file, save_file
-from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, PaliGemmaConfig,
-                          PaliGemmaForConditionalGeneration)
+from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Idefics3Config,
+                          Idefics3ForConditionalGeneration, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
+                          Qwen2VLConfig, Qwen2VLForConditionalGeneration)
 
 from leaml_jax import generate as gen
 from leaml_jax import sharding as shd
@@ -31,11 +32,11 @@ from leaml_jax.models import hf, presets
 from leaml_jax.models.hf import config_json, param_keys
 from leaml_jax.models.vlm import VLM, dummy_inputs
 from tests.hf_batches import batch_from_hf_inputs
-from tests.hf_families import TEXT, VISION, WINDOW, family, images, words
+from tests.hf_families import GEMMA3_WINDOW, TEXT, VISION, WINDOW, family, images, words
 
 TOL = 1e-4      # max |Δlogit| in float32
 NEW_TOKENS = 16
-NAMES = ["paligemma", "paligemma2", "smolvlm"]
+NAMES = ["paligemma", "paligemma2", "smolvlm", "gemma3", "qwen2_vl"]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:transformers")
 
 
@@ -50,7 +51,10 @@ def test_logits_match_transformers(name):
   assert delta <= TOL
   if name == "paligemma2":
     assert valid.sum(axis=1).max() > WINDOW + 10  # the local layers really cut attention
-  assert type(f.loaded[2]).__name__ == type(f.processor).__name__  # processor files -> a processor
+  if name == "gemma3":  # two images in a row; local layers cut attention, image blocks too
+    assert valid.sum(axis=1).max() > 2 * f.hf_model.config.mm_tokens_per_image > 3 * GEMMA3_WINDOW
+  if name != "qwen2_vl":  # its processor needs torchvision; the fixture saves none
+    assert type(f.loaded[2]).__name__ == type(f.processor).__name__  # processor files -> a processor
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -81,7 +85,7 @@ def test_save_then_from_pretrained_gives_same_logits(name, tmp_path):
     again = reloaded(**inputs).logits.numpy()
   assert np.abs(again - ref)[valid].max() <= 1e-6  # float32 weights survive the trip exactly
   assert np.abs(again - ours)[valid].max() <= TOL
-  assert (tmp_path / "tokenizer.json").is_file()  # processor files copied from the source
+  assert (tmp_path / "tokenizer.json").is_file() or name == "qwen2_vl"  # processor files copied from the source
   if name != "paligemma":
     return
   # no source config, several shard files: the image token becomes the out-of-vocabulary id V
@@ -185,8 +189,9 @@ def test_sharded_checkpoint_loads_onto_8_device_mesh(tmp_path):
 
 
 # ----------------------------------------------------------------------------- real sizes (no weights)
-# config.json of google/paligemma-3b-pt-224, google/paligemma2-3b-pt-224 and
-# HuggingFaceTB/SmolVLM-256M-Instruct, as sparse as on the hub (transformers fills the defaults).
+# config.json of google/paligemma-3b-pt-224, google/paligemma2-3b-pt-224,
+# HuggingFaceTB/SmolVLM-256M-Instruct, google/gemma-3-4b-it and Qwen/Qwen2-VL-2B-Instruct, as sparse
+# as on the hub (transformers fills the defaults).
 _SIGLIP = dict(hidden_size=1152, intermediate_size=4304, num_attention_heads=16, num_hidden_layers=27,
                patch_size=14, projection_dim=2048, vision_use_head=False, model_type="siglip_vision_model")
 REAL = {
@@ -207,6 +212,18 @@ REAL = {
                          rope_theta=100000, vocab_size=49280, tie_word_embeddings=False),
         vision_config=dict(model_type="idefics3_vision", hidden_size=768, image_size=512, intermediate_size=3072,
                            num_attention_heads=12, num_hidden_layers=12, patch_size=16))),
+    "gemma3_4b": (Gemma3Config, Gemma3ForConditionalGeneration, dict(
+        boi_token_index=255999, eoi_token_index=256000, image_token_index=262144, mm_tokens_per_image=256,
+        text_config=dict(model_type="gemma3_text", hidden_size=2560, intermediate_size=10240, num_hidden_layers=34,
+                         rope_scaling=dict(factor=8.0, rope_type="linear"), sliding_window=1024),
+        vision_config=dict(_SIGLIP, image_size=896))),
+    "qwen2_vl_2b": (Qwen2VLConfig, Qwen2VLForConditionalGeneration, dict(
+        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, tie_word_embeddings=True,
+        text_config=dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_hidden_layers=28,
+                         num_key_value_heads=2, rms_norm_eps=1e-6, vocab_size=151936, tie_word_embeddings=True,
+                         rope_scaling=dict(type="mrope", mrope_section=[16, 24, 24]), rope_theta=1e6),
+        vision_config=dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, in_chans=3, hidden_size=1536,
+                           patch_size=14, spatial_merge_size=2, spatial_patch_size=14, temporal_patch_size=2))),
 }
 
 

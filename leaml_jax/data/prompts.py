@@ -34,7 +34,8 @@ def caption_prompt(family: str = "synthetic") -> str:
   return _CAPTION.get(family, "caption en")
 
 
-_CAPTION = {"paligemma": "caption en", "idefics3": "Describe the image in one sentence."}
+_CAPTION = {"paligemma": "caption en", "idefics3": "Describe the image in one sentence.",
+            "gemma3": "Describe the image in one sentence."}
 
 
 def hf_prompt(family: str, prompt: str, target: str | None, *, n_images: int, image_token: str,
@@ -43,9 +44,11 @@ def hf_prompt(family: str, prompt: str, target: str | None, *, n_images: int, im
 
   paligemma: text = <image>*n + prompt (the processor adds <bos> and "\n"), suffix = target
     (the processor adds <eos>).
-  idefics3: with a chat template (`chat` = processor.apply_chat_template) the user turn holds
-    the n images and the prompt, the assistant turn the target, cut after its first eos (the
-    end of the utterance); without one: <image>*n + prompt + "\n", suffix = target + eos.
+  idefics3, gemma3: with a chat template (`chat` = processor.apply_chat_template) the user turn
+    holds the n images and the prompt, the assistant turn the target, cut after its first
+    `eos_token` (the token that ends the turn: <end_of_utterance>, Gemma 3's <end_of_turn>);
+    without one: <image>*n + prompt + "\n", suffix = target + eos (image_token is Gemma 3's
+    <start_of_image>, which its processor expands).
   """
   if family == "paligemma":
     return image_token * n_images + prompt, target

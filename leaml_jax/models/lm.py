@@ -1,4 +1,4 @@
-"""Decoder-only language model with Gemma / Gemma2 / Llama / Qwen2 semantics (as HF has them).
+"""Decoder-only language model with Gemma / Gemma2 / Gemma3 / Llama / Qwen2 semantics (as HF has them).
 
 Axis letters as in models/__init__.py: here T is the query length and S the key length
 (the cache length when decoding); D the LM width, F its mlp_dim.
@@ -8,6 +8,8 @@ runs the blocks over any embedded sequence (the VLM prepends image tokens), `log
 applies the final norm and the (tied or untied) head. Attention masks and RoPE
 positions are built by the caller, so prefix-LM, padding and KV-cache decoding all
 share one code path. A KV cache is an explicit pytree: (k, v) stacked [depth, B, S, K, H].
+Local (sliding-window) and global layers differ only in the mask and the RoPE table they take
+(Gemma3: two RoPE bases, linear scaling on the global layers); both are built once per call.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from leaml_jax.models.presets import LMConfig
 
@@ -32,7 +35,9 @@ REMAT_POLICIES = {
 
 
 def activation(name: str):
-  return {"gelu_tanh": functools.partial(jax.nn.gelu, approximate=True), "silu": jax.nn.silu}[name]
+  return {"gelu_tanh": functools.partial(jax.nn.gelu, approximate=True), "silu": jax.nn.silu,
+          "gelu": functools.partial(jax.nn.gelu, approximate=False),
+          "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x)}[name]
 
 
 def dense_init(fan_in_axes=(-2,)):
@@ -43,11 +48,12 @@ class RMSNorm(nn.Module):
   eps: float
   gemma: bool  # Gemma: x * (1 + w) computed in float32; Llama/Qwen2: w * x cast back first
   param_dtype: Any = jnp.float32
+  axis_name: str = "embed"  # logical name of the normalised axis ("head_dim" for q/k norms)
 
   @nn.compact
   def __call__(self, x):
     init = nn.initializers.zeros if self.gemma else nn.initializers.ones
-    w = self.param("scale", P(init, ("embed",)), (x.shape[-1],), self.param_dtype)
+    w = self.param("scale", P(init, (self.axis_name,)), (x.shape[-1],), self.param_dtype)
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
     if self.gemma:
@@ -55,10 +61,19 @@ class RMSNorm(nn.Module):
     return w.astype(x.dtype) * y.astype(x.dtype)
 
 
-def rope_cos_sin(positions_BT: Array, head_dim: int, theta: float, dtype) -> tuple[Array, Array]:
-  """HF layout: frequencies repeated over both halves of head_dim; computed in float32."""
+def rope_cos_sin(positions_BT: Array, head_dim: int, theta: float, dtype, scale: float = 1.0,
+                 mrope_section=None) -> tuple[Array, Array]:
+  """HF layout: frequencies repeated over both halves of head_dim; computed in float32.
+  scale: HF "linear" RoPE scaling (frequencies divided by it). M-RoPE (Qwen2-VL): positions
+  [B,T,3] and frequency pair j turns with stream k % 3 of the section k it falls in."""
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-  freqs = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+  if scale != 1.0:
+    inv_freq = inv_freq / scale
+  if positions_BT.ndim == 3:
+    stream = np.repeat(np.arange(len(mrope_section)) % 3, mrope_section)
+    freqs = positions_BT[..., stream].astype(jnp.float32) * inv_freq
+  else:
+    freqs = positions_BT.astype(jnp.float32)[..., None] * inv_freq
   emb = jnp.concatenate([freqs, freqs], axis=-1)
   return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
 
@@ -106,6 +121,9 @@ class Attention(nn.Module):
               kernel_init=kv_kernel, bias_init=bias_init(("kv", "head_dim")))(x_BTD)
     v = dense((c.num_kv_heads, c.head_dim), use_bias=c.qkv_bias, name="v_proj",
               kernel_init=kv_kernel, bias_init=bias_init(("kv", "head_dim")))(x_BTD)
+    if c.qk_norm:
+      q = RMSNorm(c.norm_eps, c.gemma_norm, self.param_dtype, "head_dim", name="q_norm")(q)
+      k = RMSNorm(c.norm_eps, c.gemma_norm, self.param_dtype, "head_dim", name="k_norm")(k)
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
     if kv_cache is not None:  # write this step's keys at cache_index, attend over the whole cache
@@ -144,18 +162,21 @@ class GatedMLP(nn.Module):
 
 
 class Block(nn.Module):
-  """One decoder layer. `is_local` selects the sliding-window mask (gemma2 alternation)."""
+  """One decoder layer. `is_local` selects the sliding-window mask and the local RoPE table."""
   cfg: LMConfig
   dtype: Any
   param_dtype: Any
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BTD, is_local, kv_cache, rope, masks, cache_index):
+  def __call__(self, x_BTD, is_local, kv_cache, ropes, masks, cache_index):
     c = self.cfg
     norm = functools.partial(RMSNorm, c.norm_eps, c.gemma_norm, self.param_dtype)
     mask_global, mask_local = masks
     mask_BTS = mask_global if mask_local is None else jnp.where(is_local, mask_local, mask_global)
+    rope_global, rope_local = ropes
+    rope = rope_global if rope_local is None else jax.tree.map(
+        lambda l, g: jnp.where(is_local, l, g), rope_local, rope_global)
     h = norm(name="pre_attn_norm")(x_BTD)
     h, kv_cache = Attention(c, self.dtype, self.param_dtype, self.implementation, name="attn")(
         h, rope, mask_BTS, kv_cache, cache_index)
@@ -171,8 +192,8 @@ class Block(nn.Module):
 
 
 def is_local_layer(cfg: LMConfig, layer: int):
-  """HF Gemma2: layer 0 is sliding-window, then alternating."""
-  return cfg.sliding_window is not None and layer % 2 == 0
+  """HF Gemma2 / Gemma3 layer_types: every sliding_pattern-th layer is global, the rest local."""
+  return cfg.sliding_window is not None and (layer + 1) % cfg.sliding_pattern != 0
 
 
 class LM(nn.Module):
@@ -210,28 +231,31 @@ class LM(nn.Module):
     return x
 
   def __call__(self, x_BTD, positions_BT, masks, kv_cache=None, cache_index=None):
-    """Runs all blocks. masks = (global [B,T,S] bool, local [B,T,S] bool or None).
+    """Runs all blocks. masks = (global [B,T,S] bool, local [B,T,S] bool or None); positions [B,T]
+    (or [B,T,3] M-RoPE streams).
 
     kv_cache: (k, v) each [depth,B,S,K,H] or None; written at `cache_index` along S.
     Returns (hidden [B,T,D] before the final norm is applied by `logits`, new kv_cache).
     """
     c = self.cfg
     x_BTD = nn.with_logical_constraint(x_BTD.astype(self.dtype), ("batch", "length", "embed"))
-    rope = rope_cos_sin(positions_BT, c.head_dim, c.rope_theta, self.dtype)
+    ropes = (rope_cos_sin(positions_BT, c.head_dim, c.rope_theta, self.dtype, c.rope_scale, c.mrope_section),
+             None if c.rope_local_theta is None else
+             rope_cos_sin(positions_BT, c.head_dim, c.rope_local_theta, self.dtype))
     is_local_per_layer = jnp.array([is_local_layer(c, i) for i in range(c.depth)])
     if self.scan:
-      return self.layers(x_BTD, is_local_per_layer, kv_cache, rope, masks, cache_index)
+      return self.layers(x_BTD, is_local_per_layer, kv_cache, ropes, masks, cache_index)
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
       layer_cache = None if kv_cache is None else (kv_cache[0][i], kv_cache[1][i])
-      x_BTD, layer_cache = layer(x_BTD, is_local_layer(c, i), layer_cache, rope, masks, cache_index)
+      x_BTD, layer_cache = layer(x_BTD, is_local_layer(c, i), layer_cache, ropes, masks, cache_index)
       if layer_cache is not None:
         new_k.append(layer_cache[0])
         new_v.append(layer_cache[1])
     return x_BTD, (None if kv_cache is None else (jnp.stack(new_k), jnp.stack(new_v)))
 
   def logits(self, x_BTD: Array) -> Array:
-    """Final norm + head; float32 logits [B,T,V] (soft-capped for gemma2)."""
+    """Final norm + head; float32 logits [B,T,V] (soft-capped when final_logit_softcap is set)."""
     x_BTD = self.final_norm(x_BTD)
     if self.cfg.tie_embeddings:
       logits = self.embedder.attend(x_BTD)

@@ -7,6 +7,10 @@ Real presets use the numbers of the Hugging Face `config.json` files, so that
   paligemma2_3b  google/paligemma2-3b-pt-224  SigLIP So400m/14 @224 + Gemma2 2B  (~3.03B)
   smolvlm_256m   HuggingFaceTB/SmolVLM-256M-Instruct  SigLIP B/16 @512, pixel shuffle 4,
                  SmolLM2-135M-style Llama decoder, untied head (~256M)
+  gemma3_4b      google/gemma-3-4b-it  SigLIP So400m/14 @896, 4x4 average pool (256 tokens),
+                 Gemma3 4B (5 local : 1 global layers, q/k norms) (~4.30B)
+  qwen2_vl_2b    Qwen/Qwen2-VL-2B-Instruct  its 675M tower (2-D RoPE, 2x2 patch merger) at a
+                 448x448 bucket (256 tokens; any multiple of 28 runs), Qwen2 1.5B with M-RoPE (~2.21B)
 
 Tiny presets (`tiny`, `tiny_gemma2`, `tiny_llama`, `tiny_qwen2`) shrink the same
 families for CPU tests and the offline demo.
@@ -17,16 +21,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-LM_FAMILIES = ("gemma", "gemma2", "llama", "qwen2")  # LMConfig.family values
-ACTIVATIONS = ("gelu_tanh", "silu")
-CONNECTORS = ("linear", "pixel_shuffle")
+LM_FAMILIES = ("gemma", "gemma2", "gemma3", "llama", "qwen2")  # LMConfig.family values
+ACTIVATIONS = ("gelu_tanh", "silu")  # LM MLPs
+CONNECTORS = ("linear", "pixel_shuffle", "avg_pool", "patch_merger")
+VIT_FAMILIES = ("siglip", "qwen2_vl")
 REMAT = ("none", "full", "dots")
 ATTENTION = ("auto", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
 class LMConfig:
-  """Decoder-only language model (Gemma, Gemma2, Llama, Qwen2 semantics as in HF)."""
+  """Decoder-only language model (Gemma, Gemma2, Gemma3, Llama, Qwen2 semantics as in HF)."""
   vocab_size: int
   width: int
   depth: int
@@ -40,7 +45,15 @@ class LMConfig:
   rope_theta: float = 10000.0
   attn_logit_softcap: float | None = None
   final_logit_softcap: float | None = None
-  sliding_window: int | None = None   # gemma2: even layers local (window), odd layers global
+  sliding_window: int | None = None   # local layers attend within this window (gemma2, gemma3)
+  sliding_pattern: int = 2            # every sliding_pattern-th layer is global, the rest local
+                                      # (gemma2: 2 = local first, alternating; gemma3: 6)
+  rope_local_theta: float | None = None  # RoPE base of the local layers (gemma3: 1e4); None = rope_theta
+  rope_scale: float = 1.0             # linear RoPE scaling of the global layers (gemma3 4B+: 8)
+  qk_norm: bool = False               # gemma3: RMSNorm over head_dim on queries and keys before RoPE
+  # M-RoPE (Qwen2-VL): rotary frequency pairs per position stream, cycling (temporal, height,
+  # width); sums to head_dim / 2. Positions are then [B,T,3]; [B,T] means three equal streams.
+  mrope_section: tuple[int, ...] | None = None
   query_pre_attn_scalar: float | None = None   # attention scale = this ** -0.5 (default head_dim)
   qkv_bias: bool = False
   tie_embeddings: bool = True
@@ -53,11 +66,20 @@ class LMConfig:
     _check(self.act in ACTIVATIONS, f"LMConfig.act={self.act!r}: use one of {ACTIVATIONS}")
     _check(self.num_heads % self.num_kv_heads == 0,
            f"LMConfig: num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+    _check(self.sliding_pattern >= 1, f"LMConfig: sliding_pattern must be >= 1, got {self.sliding_pattern}")
+    if self.mrope_section is not None:
+      object.__setattr__(self, "mrope_section", tuple(int(n) for n in self.mrope_section))
+      _check(sum(self.mrope_section) * 2 == self.head_dim and self.sliding_window is None,
+             f"LMConfig: mrope_section {self.mrope_section} must sum to head_dim / 2 = {self.head_dim // 2}, "
+             "without a sliding window")
 
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
-  """SigLIP-style vision tower: patch conv, learned pos-emb, pre-LN blocks, final LN, no pooling."""
+  """Vision tower: patch conv, pre-LN blocks, final LN, no pooling. family "siglip": learned
+  position embedding, conv bias, gelu_tanh; "qwen2_vl": 2-D RoPE in attention (fused qkv), no
+  position embedding nor conv bias, quick_gelu, `frames` = its temporal patch size (a still image
+  is `frames` equal frames), any image size divisible by patch_size · the merge factor."""
   image_size: tuple[int, int]
   patch_size: int
   width: int
@@ -68,9 +90,11 @@ class ViTConfig:
   # Tubelet length (ViViT): the patch embedding sees `frames` consecutive frames stacked along
   # channels, so motion inside a patch is a local feature. 1 = still images (every HF family).
   frames: int = 1
+  family: str = "siglip"
 
   def __post_init__(self):
     object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+    _check(self.family in VIT_FAMILIES, f"ViTConfig.family={self.family!r}: use one of {VIT_FAMILIES}")
     _check(self.frames >= 1, f"ViTConfig: frames must be >= 1, got {self.frames}")
     h, w = self.image_size
     _check(h % self.patch_size == 0 and w % self.patch_size == 0,
@@ -89,7 +113,10 @@ class VLMConfig:
   vit: ViTConfig
   lm: LMConfig
   connector: str = "linear"          # "linear" (PaliGemma, with bias) | "pixel_shuffle" (Idefics3, no bias)
-  pixel_shuffle_factor: int = 1
+                                     # | "avg_pool" (Gemma 3: pool, RMSNorm, no bias)
+                                     # | "patch_merger" (Qwen2-VL: 2x2 windows, MLP with biases)
+  pixel_shuffle_factor: int = 1      # space-to-depth factor of pixel_shuffle and patch_merger
+  pool_factor: int = 1               # avg_pool: side of the square pooling window, in patches
   dtype: str = "bfloat16"            # compute dtype
   param_dtype: str = "float32"
   scan: bool = True                  # stack layers along a leading "layers" axis
@@ -100,21 +127,34 @@ class VLMConfig:
   # features replace the text positions holding this token, in order (HF Idefics3/SmolVLM
   # layout, several images per row allowed); the text then carries all positions.
   image_token_id: int | None = None
+  # Sliding-window layers: True keeps the query's whole bidirectional block visible however long
+  # (transformers' PaliGemma 2 ORs the block onto the window); False: the window cuts blocks too
+  # (transformers' Gemma 3 ANDs the window onto causal-or-block).
+  local_sees_block: bool = True
 
   def __post_init__(self):
     _check(self.connector in CONNECTORS, f"VLMConfig.connector={self.connector!r}: use one of {CONNECTORS}")
     _check(self.remat in REMAT, f"VLMConfig.remat={self.remat!r}: use one of {REMAT}")
     _check(self.attention in ATTENTION, f"VLMConfig.attention={self.attention!r}: use one of {ATTENTION}")
-    if self.connector == "pixel_shuffle":
+    _check((self.connector == "patch_merger") == (self.vit.family == "qwen2_vl"),
+           f"VLMConfig: connector {self.connector!r} with a {self.vit.family} tower; patch_merger goes with qwen2_vl")
+    if self.connector != "linear":
       gh, gw = self.vit.grid
-      s = self.pixel_shuffle_factor
+      s = self.connector_factor
+      name = "pool_factor" if self.connector == "avg_pool" else "pixel_shuffle_factor"
       _check(s >= 1 and gh % s == 0 and gw % s == 0,
-             f"VLMConfig: patch grid {self.vit.grid} must be divisible by pixel_shuffle_factor {s}")
+             f"VLMConfig: patch grid {self.vit.grid} must be divisible by {name} {s}")
+
+  @property
+  def connector_factor(self) -> int:
+    """Patches per image token along each side (pixel shuffle or pooling; 1 = linear)."""
+    return {"linear": 1, "pixel_shuffle": self.pixel_shuffle_factor, "avg_pool": self.pool_factor,
+            "patch_merger": self.pixel_shuffle_factor}[self.connector]
 
   @property
   def num_image_tokens(self) -> int:
     gh, gw = self.vit.grid
-    s = self.pixel_shuffle_factor if self.connector == "pixel_shuffle" else 1
+    s = self.connector_factor
     return (gh // s) * (gw // s)
 
   @property
@@ -145,6 +185,18 @@ SMOLLM2_135M = LMConfig(vocab_size=49280, width=576, depth=30, mlp_dim=1536, num
                         rope_theta=100000.0, tie_embeddings=False, scale_embeddings=False,
                         gemma_norm=False)
 
+SIGLIP_SO400M_14_896 = dataclasses.replace(SIGLIP_SO400M_14_224, image_size=(896, 896))
+GEMMA3_4B = LMConfig(vocab_size=262208, width=2560, depth=34, mlp_dim=10240, num_heads=8, num_kv_heads=4,
+                     head_dim=256, family="gemma3", sliding_window=1024, sliding_pattern=6,
+                     query_pre_attn_scalar=256, rope_theta=1e6, rope_local_theta=1e4, rope_scale=8.0,
+                     qk_norm=True, post_norms=True)
+
+QWEN2_VL_VIT = ViTConfig(image_size=(448, 448), patch_size=14, width=1280, depth=32, mlp_dim=5120, num_heads=16,
+                         frames=2, family="qwen2_vl")
+QWEN2_1_5B = LMConfig(vocab_size=151936, width=1536, depth=28, mlp_dim=8960, num_heads=12, num_kv_heads=2,
+                      head_dim=128, family="qwen2", act="silu", rope_theta=1e6, qkv_bias=True, scale_embeddings=False,
+                      gemma_norm=False, mrope_section=(16, 24, 24))
+
 TINY_VIT = ViTConfig(image_size=(32, 32), patch_size=8, width=64, depth=2, mlp_dim=128, num_heads=4)
 _TINY_LM = dict(vocab_size=512, width=96, depth=2, mlp_dim=256, num_heads=4, head_dim=24)
 
@@ -164,6 +216,10 @@ PRESETS: dict[str, VLMConfig] = {
     "paligemma2_3b": VLMConfig(vit=SIGLIP_SO400M_14_224, lm=GEMMA2_2B),
     "smolvlm_256m": VLMConfig(vit=SIGLIP_B16_512, lm=SMOLLM2_135M, connector="pixel_shuffle",
                               pixel_shuffle_factor=4, position_offset=0),
+    "gemma3_4b": VLMConfig(vit=SIGLIP_SO400M_14_896, lm=GEMMA3_4B, connector="avg_pool", pool_factor=4,
+                           position_offset=0, image_token_id=262144, local_sees_block=False),
+    "qwen2_vl_2b": VLMConfig(vit=QWEN2_VL_VIT, lm=QWEN2_1_5B, connector="patch_merger", pixel_shuffle_factor=2,
+                             position_offset=0, image_token_id=151655),
 }
 
 

@@ -1,12 +1,19 @@
-"""SigLIP-style vision tower with the VLM connector at `img/head`.
+"""Vision tower (SigLIP, or Qwen2-VL's) with the VLM connector at `img/head`.
 
 Axis letters as in models/__init__.py: P patch tokens, D the ViT width, F its mlp_dim, N its
 heads, H head_dim, E the LM width the connector maps to.
 
-Patch conv (with bias) + learned position embedding, pre-LN encoder blocks
+SigLIP: patch conv (with bias) + learned position embedding, pre-LN encoder blocks
 (self-attention with biases, gelu_tanh MLP fc1/fc2), final LayerNorm, no pooling.
-The connector is a Dense to the LM width: "linear" (PaliGemma, with bias) or
-"pixel_shuffle" (Idefics3/SmolVLM: space-to-depth by `factor`, Dense without bias).
+Qwen2-VL (cfg.family): no position embedding, 2-D RoPE (height, width) in attention with a fused
+`qkv`, quick_gelu, patch conv without bias over `frames` stacked frames; patches stay in
+row-major order through the blocks (attention does not care) and are put in 2x2 windows for the
+merger. The final LayerNorm is its merger's ln_q.
+The connector is a Dense to the LM width: "linear" (PaliGemma, with bias),
+"pixel_shuffle" (Idefics3/SmolVLM: space-to-depth by `factor`, Dense without bias),
+"avg_pool" (Gemma 3: average over pool_factor x pool_factor patches, Gemma RMSNorm `head_norm`,
+Dense without bias) or "patch_merger" (Qwen2-VL: factor x factor windows, `head_hidden` Dense +
+exact GELU, then `head`, both with biases).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from leaml_jax.models.lm import REMAT_POLICIES, activation, dense_init
+from leaml_jax.models.lm import REMAT_POLICIES, RMSNorm, activation, dense_init
 from leaml_jax.models.presets import ViTConfig
 
 P = nn.with_logical_partitioning
@@ -29,13 +36,14 @@ class MLP(nn.Module):
   mlp_dim: int
   dtype: Any
   param_dtype: Any
+  act: str = "gelu_tanh"
 
   @nn.compact
   def __call__(self, x_BPD):
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     h_BPF = dense(self.mlp_dim, name="fc1", kernel_init=P(dense_init(), ("embed", "mlp")),
                   bias_init=zeros_init(("mlp",)))(x_BPD)
-    h_BPF = activation("gelu_tanh")(h_BPF)
+    h_BPF = activation(self.act)(h_BPF)
     h_BPF = nn.with_logical_constraint(h_BPF, ("batch", "length", "mlp"))
     h_BPF = self.perturb("mlp_hidden", h_BPF)  # relevance hooks (no-ops unless requested)
     self.sow("intermediates", "mlp_hidden", h_BPF)
@@ -48,21 +56,46 @@ class SelfAttention(nn.Module):
   dtype: Any
   param_dtype: Any
   implementation: str = "auto"
+  fused_qkv: bool = False  # Qwen2-VL: one `qkv` projection [D,3,N,H]
 
   @nn.compact
-  def __call__(self, x_BPD):
+  def __call__(self, x_BPD, rope=None):
+    """rope: (cos, sin) [P,H] of the 2-D RoPE (Qwen2-VL), applied in float32 as transformers does."""
     D = x_BPD.shape[-1]
     H = D // self.num_heads
-    proj = functools.partial(nn.DenseGeneral, (self.num_heads, H), dtype=self.dtype,
-                             param_dtype=self.param_dtype,
-                             kernel_init=P(dense_init(), ("embed", "heads", "head_dim")),
-                             bias_init=zeros_init(("heads", "head_dim")))
-    q, k, v = proj(name="q_proj")(x_BPD), proj(name="k_proj")(x_BPD), proj(name="v_proj")(x_BPD)
+    dense = functools.partial(nn.DenseGeneral, dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.fused_qkv:
+      qkv = dense((3, self.num_heads, H), name="qkv", kernel_init=P(dense_init(), ("embed", None, "heads", "head_dim")),
+                  bias_init=zeros_init((None, "heads", "head_dim")))(x_BPD)
+      q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    else:
+      proj = functools.partial(dense, (self.num_heads, H), kernel_init=P(dense_init(), ("embed", "heads", "head_dim")),
+                               bias_init=zeros_init(("heads", "head_dim")))
+      q, k, v = proj(name="q_proj")(x_BPD), proj(name="k_proj")(x_BPD), proj(name="v_proj")(x_BPD)
+    if rope is not None:
+      cos, sin = rope[0][:, None], rope[1][:, None]
+      q, k = (apply_rope(t.astype(jnp.float32), cos, sin).astype(t.dtype) for t in (q, k))
     impl = None if self.implementation == "auto" else self.implementation
     out = jax.nn.dot_product_attention(q, k, v, scale=H ** -0.5, implementation=impl)
     return nn.DenseGeneral(D, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
                            kernel_init=P(dense_init(), ("heads", "head_dim", "embed")),
                            bias_init=zeros_init(("embed",)), name="out_proj")(out)
+
+
+def apply_rope(x_BPNH, cos_PH, sin_PH):
+  half = x_BPNH.shape[-1] // 2
+  rotated = jnp.concatenate([-x_BPNH[..., half:], x_BPNH[..., :half]], axis=-1)
+  return x_BPNH * cos_PH + rotated * sin_PH
+
+
+def rope_2d(grid: tuple[int, int], head_dim: int, theta: float = 10000.0):
+  """Qwen2-VL's axial RoPE for row-major patches: (cos, sin) [P,H] float32, the first quarter of
+  each half turning with the row, the second with the column."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim // 2, 2, dtype=jnp.float32) / (head_dim // 2)))
+  rows, cols = jnp.meshgrid(jnp.arange(grid[0]), jnp.arange(grid[1]), indexing="ij")
+  freqs = jnp.concatenate([rows.reshape(-1, 1) * inv_freq, cols.reshape(-1, 1) * inv_freq], axis=-1)
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
 
 
 class EncoderBlock(nn.Module):
@@ -72,15 +105,17 @@ class EncoderBlock(nn.Module):
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BPD, _=None):
+  def __call__(self, x_BPD, rope=None):
     c = self.cfg
+    qwen = c.family == "qwen2_vl"
     ln = functools.partial(nn.LayerNorm, epsilon=c.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                            scale_init=P(nn.initializers.ones, ("embed",)), bias_init=zeros_init(("embed",)))
     y = ln(name="layer_norm1")(x_BPD)
-    x_BPD = x_BPD + SelfAttention(c.num_heads, self.dtype, self.param_dtype, self.implementation,
-                                  name="self_attn")(y)
+    x_BPD = x_BPD + SelfAttention(c.num_heads, self.dtype, self.param_dtype, self.implementation, qwen,
+                                  name="self_attn")(y, rope)
     y = ln(name="layer_norm2")(x_BPD)
-    x_BPD = x_BPD + MLP(c.mlp_dim, self.dtype, self.param_dtype, name="mlp")(y)
+    x_BPD = x_BPD + MLP(c.mlp_dim, self.dtype, self.param_dtype, "quick_gelu" if qwen else "gelu_tanh",
+                        name="mlp")(y)
     return nn.with_logical_constraint(x_BPD, ("batch", "length", "embed")), None
 
 
@@ -93,7 +128,7 @@ class Transformer(nn.Module):
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BPD):
+  def __call__(self, x_BPD, rope=None):
     c = self.cfg
     block = EncoderBlock
     if self.remat != "none":
@@ -101,11 +136,11 @@ class Transformer(nn.Module):
     args = (c, self.dtype, self.param_dtype, self.implementation)
     if self.scan:
       x_BPD, _ = nn.scan(block, variable_axes={"params": 0, "intermediates": 0, "perturbations": 0},
-                         split_rngs={"params": True}, length=c.depth,
-                         metadata_params={nn.PARTITION_NAME: "layers"})(*args, name="encoderblock")(x_BPD)
+                         split_rngs={"params": True}, in_axes=nn.broadcast, length=c.depth,
+                         metadata_params={nn.PARTITION_NAME: "layers"})(*args, name="encoderblock")(x_BPD, rope)
     else:
       for i in range(c.depth):
-        x_BPD, _ = block(*args, name=f"encoderblock_{i}")(x_BPD)
+        x_BPD, _ = block(*args, name=f"encoderblock_{i}")(x_BPD, rope)
     return nn.LayerNorm(epsilon=c.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                         scale_init=P(nn.initializers.ones, ("embed",)), bias_init=zeros_init(("embed",)),
                         name="encoder_norm")(x_BPD)
@@ -125,7 +160,8 @@ def pixel_shuffle(x_BPD: jax.Array, grid: tuple[int, int], factor: int) -> jax.A
 
 class ViT(nn.Module):
   """image [B,height,width,3·frames] in [-1,1] -> image tokens [B,P,E] after the connector `head`
-  (P = num_image_tokens, E = out_width)."""
+  (P = num_image_tokens, E = out_width). The Qwen2-VL tower takes any height and width that
+  patch_size · the merge factor divides (the grid is read off the image)."""
   cfg: ViTConfig
   out_width: int
   connector: str = "linear"
@@ -135,29 +171,46 @@ class ViT(nn.Module):
   scan: bool = True
   remat: str = "none"
   implementation: str = "auto"
+  pool_factor: int = 1
 
   @nn.compact
   def __call__(self, image):
     c = self.cfg
-    if image.shape[1:3] != c.image_size:
-      raise ValueError(f"ViT expects images of size {c.image_size}, got {image.shape[1:3]}; "
-                       "resize in the data pipeline")
-    p = c.patch_size
-    x = nn.Conv(c.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+    qwen, p = c.family == "qwen2_vl", c.patch_size
+    unit = p * (self.pixel_shuffle_factor if qwen else 1)
+    if (image.shape[1:3] != c.image_size and not qwen) or image.shape[1] % unit or image.shape[2] % unit:
+      raise ValueError(f"ViT expects images of size {c.image_size if not qwen else f'a multiple of {unit}'}, "
+                       f"got {image.shape[1:3]}; resize in the data pipeline")
+    grid = (image.shape[1] // p, image.shape[2] // p)
+    x = nn.Conv(c.width, (p, p), strides=(p, p), padding="VALID", use_bias=not qwen, dtype=self.dtype,
                 param_dtype=self.param_dtype, name="embedding",
                 kernel_init=P(nn.initializers.lecun_normal(), (None, None, "channels", "embed")),
                 bias_init=zeros_init(("embed",)))(image.astype(self.dtype))
     B = x.shape[0]
     x_BPD = x.reshape(B, -1, c.width)
-    pos = self.param("pos_embedding", P(nn.initializers.normal(c.width ** -0.5), (None, "patch", "embed")),
-                     (1, x_BPD.shape[1], c.width), self.param_dtype)
-    x_BPD = x_BPD + pos.astype(self.dtype)
+    if not qwen:
+      pos = self.param("pos_embedding", P(nn.initializers.normal(c.width ** -0.5), (None, "patch", "embed")),
+                       (1, x_BPD.shape[1], c.width), self.param_dtype)
+      x_BPD = x_BPD + pos.astype(self.dtype)
+    rope = rope_2d(grid, c.width // c.num_heads) if qwen else None
     x_BPD = Transformer(c, self.dtype, self.param_dtype, self.scan, self.remat, self.implementation,
-                        name="Transformer")(x_BPD)
+                        name="Transformer")(x_BPD, rope)
     connector_in = x_BPD
     if self.connector == "pixel_shuffle":
       connector_in = pixel_shuffle(x_BPD, c.grid, self.pixel_shuffle_factor)
-    tokens_BPE = nn.Dense(self.out_width, use_bias=self.connector == "linear", dtype=self.dtype,
+    elif self.connector == "avg_pool":  # HF Gemma3MultiModalProjector: patches in row-major order
+      k = self.pool_factor
+      pooled = nn.avg_pool(x_BPD.reshape(B, *c.grid, c.width), (k, k), strides=(k, k))
+      connector_in = RMSNorm(c.norm_eps, True, self.param_dtype, name="head_norm")(
+          pooled.reshape(B, -1, c.width))
+    elif self.connector == "patch_merger":  # HF Qwen2-VL PatchMerger: m x m windows, (row, col) inside
+      m = self.pixel_shuffle_factor
+      windows = x_BPD.reshape(B, grid[0] // m, m, grid[1] // m, m, c.width).transpose(0, 1, 3, 2, 4, 5)
+      connector_in = activation("gelu")(nn.Dense(
+          m * m * c.width, dtype=self.dtype, param_dtype=self.param_dtype, name="head_hidden",
+          kernel_init=P(dense_init(), (None, "mlp")), bias_init=zeros_init(("mlp",)))(
+              windows.reshape(B, -1, m * m * c.width)))
+    tokens_BPE = nn.Dense(self.out_width, use_bias=self.connector in ("linear", "patch_merger"), dtype=self.dtype,
                           param_dtype=self.param_dtype, name="head",
                           kernel_init=P(dense_init(), (None, "embed")),
                           bias_init=zeros_init(("embed",)))(connector_in)

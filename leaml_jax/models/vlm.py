@@ -11,6 +11,12 @@ Sliding-window (Gemma2 local) layers keep the keys within the window *or in the 
 bidirectional block* (same c): the whole image + prompt prefix stays visible to every prefix
 token however long it is, as transformers' PaliGemma 2 does (its `blockwise_overlay` is OR-ed
 onto the sliding causal mask). Decoded tokens are causal, so they see only the window.
+With cfg.local_sees_block False (Gemma 3) the window cuts blocks too, as transformers ANDs it
+onto causal-or-block there.
+
+Gemma 3 is causal with each run of image tokens one bidirectional block: `image_block_mask_ar`
+writes that as mask_ar (1 everywhere but on an image token that follows another), so the same
+cumsum rule covers it.
 
 `image` is [B,height,width,3] or [B,I,height,width,3]: I images (e.g. video frames) per row,
 each encoded on its own; in the prefix layout their tokens are concatenated in order (I·P
@@ -56,6 +62,30 @@ def same_block(mask_ar_BT: jax.Array) -> jax.Array:
   return c[:, :, None] == c[:, None, :]
 
 
+def image_block_mask_ar(is_image_BT) -> np.ndarray:
+  """mask_ar of a causal sequence in which each run of image tokens is one bidirectional block
+  (transformers' Gemma 3 `token_type_ids` rule): 0 on an image token that follows an image
+  token, 1 elsewhere."""
+  is_image_BT = np.asarray(is_image_BT, bool)
+  follows = np.concatenate([np.zeros_like(is_image_BT[..., :1]), is_image_BT[..., :-1]], axis=-1)
+  return (~(is_image_BT & follows)).astype(np.int32)
+
+
+def mrope_positions(is_image_BT, valid_BT, grid: tuple[int, int]) -> jax.Array:
+  """[B,T,3] M-RoPE positions (temporal, height, width) as transformers' Qwen2-VL `get_rope_index`
+  gives them, for images of `grid` (rows, cols) tokens: a text token's three streams are equal
+  and count on from the previous token; an image's tokens sit at start + (0, row, col), and the
+  text after it starts at start + max(rows, cols). Padding is skipped."""
+  P, side = grid[0] * grid[1], max(grid)
+  img = is_image_BT & valid_BT
+  txt = valid_BT & ~is_image_BT
+  text_before = jnp.cumsum(txt, axis=1, dtype=jnp.int32) - txt
+  img_before = jnp.cumsum(img, axis=1, dtype=jnp.int32) - img
+  start = text_before + (img_before // P) * side
+  k = jnp.where(img, img_before % P, 0)
+  return jnp.stack([start, start + k // grid[1], start + k % grid[1]], axis=-1)
+
+
 def dummy_inputs(cfg: VLMConfig, batch: int = 1, text_len: int = 4):
   """(image, text, mask_ar, mask_input) placeholders for `init` / `eval_shape`."""
   h, w = cfg.vit.image_size
@@ -70,7 +100,7 @@ class VLM(nn.Module):
     c = self.cfg
     dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
     self.img = ViT(c.vit, c.lm.width, c.connector, c.pixel_shuffle_factor, dtype, param_dtype,
-                   c.scan, c.remat, c.attention)
+                   c.scan, c.remat, c.attention, c.pool_factor)
     self.llm = LM(c.lm, dtype, param_dtype, c.scan, c.remat, c.attention)
 
   # ------------------------------------------------------------------ helpers
@@ -103,6 +133,10 @@ class VLM(nn.Module):
     idx = jnp.clip(jnp.cumsum(is_img, axis=1) - 1, 0, z_img.shape[1] - 1)
     x = jnp.where(is_img[..., None], jnp.take_along_axis(z_img, idx[..., None], axis=1), z_txt)
     valid = mask_input.astype(bool)
+    if self.cfg.lm.mrope_section is not None:
+      s = self.cfg.connector_factor
+      grid = (image.shape[-3] // (self.cfg.vit.patch_size * s), image.shape[-2] // (self.cfg.vit.patch_size * s))
+      return x, mask_ar.astype(jnp.int32), valid, mrope_positions(is_img, valid, grid), 0
     positions = self.cfg.position_offset + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
     return x, mask_ar.astype(jnp.int32), valid, positions, 0
 
@@ -112,22 +146,22 @@ class VLM(nn.Module):
 
     With a tubelet tower (cfg.vit.frames > 1) a [B,frames,height,width,3] clip is one image whose
     frames are stacked along channels ([B,height,width,3·frames], frame-major), and a still
-    [B,height,width,3] image is the clip of `frames` equal frames."""
+    [B,height,width,3] image is the clip of `frames` equal frames. Qwen2-VL's tower (temporal
+    patches of `frames`) takes still images only, each as `frames` equal frames."""
     frames = self.cfg.vit.frames
-    if frames > 1:
-      if image.ndim == 4:
-        return self.img(jnp.tile(image, (1, 1, 1, frames)))
+    still = lambda im: self.img(jnp.tile(im, (1, 1, 1, frames)) if frames > 1 else im)  # noqa: E731
+    if frames > 1 and self.cfg.vit.family == "siglip" and image.ndim != 4:
       if image.ndim != 5 or image.shape[1] != frames:
         raise ValueError(f"image {image.shape}: this tubelet tower takes clips [B, {frames}, height, width, 3] "
                          "or still images [B, height, width, 3]")
       B, _, height, width, channels = image.shape
       return self.img(image.transpose(0, 2, 3, 1, 4).reshape(B, height, width, frames * channels))
     if image.ndim == 4:
-      return self.img(image)
+      return still(image)
     if image.ndim != 5:
       raise ValueError(f"image {image.shape} must be [B, height, width, 3] or [B, images, height, width, 3]")
     B, I = image.shape[:2]
-    z_img = self.img(image.reshape(B * I, *image.shape[2:]))
+    z_img = still(image.reshape(B * I, *image.shape[2:]))
     return z_img.reshape(B, I * z_img.shape[1], z_img.shape[2])
 
   def _local(self, mask_BTS, q_pos_BT, k_pos_BS, same_block_BTS=None):
@@ -137,7 +171,9 @@ class VLM(nn.Module):
     if w is None:
       return None
     near = q_pos_BT[:, :, None] - k_pos_BS[:, None, :] < w
-    return mask_BTS & (near if same_block_BTS is None else near | same_block_BTS)
+    if same_block_BTS is None or not self.cfg.local_sees_block:
+      return mask_BTS & near
+    return mask_BTS & (near | same_block_BTS)
 
   # ------------------------------------------------------------------ entry points
   def __call__(self, image, text, mask_ar, mask_input=None, *, train: bool = False):
@@ -160,18 +196,19 @@ class VLM(nn.Module):
       raise ValueError(f"cache_len={cache_len} is shorter than image+prompt length {T}")
     pad = [(0, 0), (0, cache_len - T)]
     key_mask = jnp.pad(valid, pad)
-    key_pos = jnp.pad(pos, pad)
+    flat = pos.max(axis=-1) if pos.ndim == 3 else pos  # M-RoPE: decoding goes on past the largest stream
+    key_pos = jnp.pad(flat, pad)
     to_cache = lambda m: jnp.pad(m, [(0, 0), (0, 0), (0, cache_len - T)])  # noqa: E731
     mask = to_cache(prefix_lm_mask(ar, valid))
     kv_shape = (c.depth, B, cache_len, c.num_kv_heads, c.head_dim)
     kv = (jnp.zeros(kv_shape, self.cfg.dtype), jnp.zeros(kv_shape, self.cfg.dtype))
-    local = self._local(mask, pos, key_pos, to_cache(same_block(ar)))
+    local = self._local(mask, flat, key_pos, to_cache(same_block(ar)))
     h, kv = self.llm(x, pos, (mask, local), kv, jnp.int32(0))
     last = jnp.max(jnp.where(valid, jnp.arange(T)[None], -1), axis=1)  # last real token per row
     h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)
     logits = self.llm.logits(h_last)[:, 0]
     cache = dict(k=kv[0], v=kv[1], key_mask=key_mask, key_pos=key_pos, index=jnp.int32(T),
-                 pos=jnp.max(jnp.where(valid, pos, -1), axis=1) + 1)
+                 pos=jnp.max(jnp.where(valid, flat, -1), axis=1) + 1)
     return logits, cache
 
   def decode_step(self, tokens_B, cache: Cache):

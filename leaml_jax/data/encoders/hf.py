@@ -12,6 +12,14 @@ tokens are all the processor's; this module only lays its output out as the mode
   Idefics3   (SmolVLM) the processor expands each <image> into its tile tokens inline; causal
              throughout (mask_ar = 1), loss on the answer tokens only; image [n_max,H,W,3]: the
              processor's tiles padded with all-zero tiles to the most it can produce (fixed shape).
+  Gemma 3    the processor expands each <start_of_image> into \n\n<start_of_image> + its soft tokens
+             + <end_of_image>\n\n inline; causal with each image's soft tokens one bidirectional block
+             (mask_ar = models.vlm.image_block_mask_ar), loss on the answer tokens only; image
+             [H,W,3] (one image) or [n,H,W,3]. Pan-and-scan crops (a varying image count) are refused.
+
+With a chat template (Idefics3, Gemma 3) the prompt is the template's user turn and the answer
+ends with the token that closes the assistant turn (Gemma 3: <end_of_turn>, not <eos>): it is
+this encoder's tokenizer's eos_id, so training writes it and generation stops at it.
 
 Position ids follow transformers (the model counts real tokens from `position_offset`).
 Overlong sequences (packing.layout's rule): the answer is kept and the prompt cut from its end
@@ -27,8 +35,10 @@ import numpy as np
 from leaml_jax.data import packing, prompts
 from leaml_jax.errors import DataError
 from leaml_jax.data.tokenizer import HFTokenizer
+from leaml_jax.models.vlm import image_block_mask_ar
 
-PROCESSOR_FAMILIES = {"PaliGemmaProcessor": "paligemma", "Idefics3Processor": "idefics3"}
+PROCESSOR_FAMILIES = {"PaliGemmaProcessor": "paligemma", "Idefics3Processor": "idefics3",
+                      "Gemma3Processor": "gemma3"}
 
 
 def family_of(processor) -> str:
@@ -38,6 +48,17 @@ def family_of(processor) -> str:
     raise ValueError(f"{name}: no data layout for this processor; supported: "
                      f"{sorted(PROCESSOR_FAMILIES)}")
   return PROCESSOR_FAMILIES[name]
+
+
+def turn_end(chat, hf_tok) -> str | None:
+  """The token a chat template closes an assistant turn with (Gemma 3 <end_of_turn>, SmolVLM
+  <end_of_utterance>), read off the template's rendering of a one-word answer; None if it adds none."""
+  user = {"role": "user", "content": [{"type": "text", "text": "question"}]}
+  asked = chat([user], add_generation_prompt=True, tokenize=False)
+  full = chat([user, {"role": "assistant", "content": [{"type": "text", "text": "answer"}]}], tokenize=False)
+  after = full[len(asked):].partition("answer")[2] if full.startswith(asked) else ""
+  ids = hf_tok(after, add_special_tokens=False)["input_ids"]
+  return hf_tok.convert_ids_to_tokens(ids[0]) if ids else None
 
 
 def frame_list(image) -> list[np.ndarray]:
@@ -56,8 +77,16 @@ class HFEncoder:
     self.family = family_of(processor)
     self.tokenizer = HFTokenizer(processor.tokenizer, processor=processor)
     hf_tok = processor.tokenizer
-    self.image_token_id = processor.image_token_id
+    self.image_token_id = processor.image_token_ids[0]  # the id image features replace
     self.sep = hf_tok("\n", add_special_tokens=False)["input_ids"]
+    self.chat = processor.apply_chat_template if getattr(processor, "chat_template", None) else None
+    self.answer_end = hf_tok.eos_token
+    if self.chat is not None:
+      self.answer_end = turn_end(self.chat, hf_tok) or hf_tok.eos_token
+      self.tokenizer.eos_id = hf_tok.convert_tokens_to_ids(self.answer_end)
+    if self.family == "gemma3" and getattr(processor.image_processor, "do_pan_and_scan", False):
+      raise ValueError("Gemma3Processor with do_pan_and_scan makes a varying number of crops per image, which "
+                       "fixed-shape batches cannot hold; set image_processor.do_pan_and_scan = False")
     if self.family == "idefics3":
       ip = processor.image_processor
       tiles = 1
@@ -71,12 +100,13 @@ class HFEncoder:
     for f in images:
       if f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3:
         raise ValueError(f"image must be uint8 [H, W, 3] (or frames [n, H, W, 3]), got {f.dtype} {f.shape}")
-    chat = getattr(self.processor, "chat_template", None)
     text, suffix = prompts.hf_prompt(self.family, prompt, target, n_images=len(images),
-                                     image_token=self.processor.image_token,
-                                     eos_token=self.processor.tokenizer.eos_token,
-                                     chat=self.processor.apply_chat_template if chat else None)
+                                     image_token=self.processor.image_token, eos_token=self.answer_end,
+                                     chat=self.chat)
     kw = dict(images=[images], text=[text], return_tensors="np")
+    bos = self.processor.tokenizer.bos_token
+    if bos and text.startswith(bos):  # the chat template wrote <bos> (Gemma 3): no second one
+      kw["add_special_tokens"] = False
     if self.family == "paligemma":
       out = self.processor(**kw, suffix=None if suffix is None else [suffix])
       return len(images), out
@@ -117,6 +147,13 @@ class HFEncoder:
       suffix = suffix[:keep] + [tok.eos_id]
     enc = packing.layout(prefix, [], suffix, self.text_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
                           example_id=example_id, causal=True)
+    if self.family == "gemma3":
+      enc["mask_ar"] = image_block_mask_ar(enc["text"] == self.image_token_id)
+      pixels = out["pixel_values"].transpose(0, 2, 3, 1)
+      if len(pixels) != n:
+        raise DataError(example_id, f"the processor made {len(pixels)} images of {n} (pan-and-scan crops?)")
+      enc["image"] = pixels[0] if n == 1 else pixels
+      return enc
     tiles = out["pixel_values"][0].transpose(0, 2, 3, 1)
     most = n * self.tiles_per_image
     if len(tiles) > most:

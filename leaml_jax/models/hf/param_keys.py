@@ -2,9 +2,12 @@
 
 Checkpoint keys are first put in a canonical form that hides transformers' layouts:
   text.*       language_model.model.* (4.x) | model.language_model.* (5.x) | model.text_model.*
+               | model.{layers,embed_tokens,norm}.* (Qwen2-VL 4.x)
   lm_head.*    language_model.lm_head.* | lm_head.*
   vision.*     vision_tower.vision_model.* (4.x) | (model.)vision_tower.* (5.x) | model.vision_model.*
+               | (model.)visual.* (Qwen2-VL: blocks, patch_embed, merger)
   connector.*  (model.)multi_modal_projector.linear.* | model.connector.modality_projection.proj.*
+               | (model.)multi_modal_projector.* (Gemma 3: mm_input_projection_weight, mm_soft_emb_norm)
 `save` writes the 4.x (hub) layout of each family (`hf_key`), which every transformers version reads.
 
 Weight layout: torch Linear weights are [out, in] (ours [in, out]); attention projections are
@@ -27,8 +30,11 @@ _CANONICAL = (  # first match wins
     (r"^model\.text_model\.", "text."),
     (r"^(model\.)?vision_tower\.(vision_model\.)?", "vision."),
     (r"^model\.vision_model\.", "vision."),
+    (r"^(model\.)?visual\.", "vision."),
     (r"^(model\.)?multi_modal_projector\.linear\.", "connector."),
+    (r"^(model\.)?multi_modal_projector\.", "connector."),
     (r"^model\.connector\.modality_projection\.proj\.", "connector."),
+    (r"^model\.(?=(layers|embed_tokens|norm)\.)", "text."),
     (r"^lm_head\.", "lm_head."),
 )
 # Canonical keys some checkpoints carry that these VLMs never use: SigLIP's pooling head
@@ -40,6 +46,9 @@ _HF_PREFIX = {  # canonical -> the key prefix `save` writes, per family (the hub
                   "vision.": "vision_tower.vision_model.", "connector.": "multi_modal_projector.linear."},
     "idefics3": {"text.": "model.text_model.", "lm_head.": "lm_head.",
                  "vision.": "model.vision_model.", "connector.": "model.connector.modality_projection.proj."},
+    "gemma3": {"text.": "language_model.model.", "lm_head.": "language_model.lm_head.",
+               "vision.": "vision_tower.vision_model.", "connector.": "multi_modal_projector."},
+    "qwen2_vl": {"text.": "model.", "lm_head.": "lm_head.", "vision.": "visual."},
 }
 
 
@@ -69,6 +78,10 @@ TRANSFORMS = {
     "heads_bias": (lambda a, s: a.reshape(s), lambda a: a.reshape(-1), lambda s: (math.prod(s),)),
     "conv": (lambda a, s: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1),
              lambda s: (s[3], s[2], s[0], s[1])),
+    # Qwen2-VL Conv3d [D,3,T,p,p] <-> ours [p,p,T·3,D] (frames stacked frame-major along channels)
+    "conv3d": (lambda a, s: a.transpose(3, 4, 2, 1, 0).reshape(s),
+               lambda a: a.reshape(*a.shape[:2], -1, 3, a.shape[3]).transpose(4, 3, 2, 0, 1),
+               lambda s: (s[3], 3, s[2] // 3, s[0], s[1])),
     "batch1": (lambda a, s: a[None], lambda a: a[0], lambda s: tuple(s[1:])),
 }
 
@@ -89,7 +102,10 @@ def _lm_block(family: str) -> dict[str, tuple[str, str]]:
   table = _attn("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", False)
   table.update({f"mlp/{n}/kernel": (f"mlp.{n}.weight", "T") for n in ("gate_proj", "up_proj", "down_proj")})
   table["pre_attn_norm/scale"] = ("input_layernorm.weight", "id")
-  if family == "gemma2":  # HF Gemma2 has four norms; its post_attention_layernorm follows attention
+  if family == "gemma3":
+    table["attn/q_norm/scale"] = ("self_attn.q_norm.weight", "id")
+    table["attn/k_norm/scale"] = ("self_attn.k_norm.weight", "id")
+  if family in ("gemma2", "gemma3"):  # four norms; HF's post_attention_layernorm follows attention
     table["post_attn_norm/scale"] = ("post_attention_layernorm.weight", "id")
     table["pre_ffw_norm/scale"] = ("pre_feedforward_layernorm.weight", "id")
     table["post_ffw_norm/scale"] = ("post_feedforward_layernorm.weight", "id")
@@ -101,6 +117,14 @@ def _lm_block(family: str) -> dict[str, tuple[str, str]]:
 _VIT_BLOCK = {
     **_attn("self_attn/q_proj", "self_attn/k_proj", "self_attn/v_proj", "self_attn/out_proj", True),
     **{f"{n}/{p}": (f"{n}.{hf}", "id") for n in ("layer_norm1", "layer_norm2")
+       for p, hf in (("scale", "weight"), ("bias", "bias"))},
+    **{f"mlp/{n}/kernel": (f"mlp.{n}.weight", "T") for n in ("fc1", "fc2")},
+    **{f"mlp/{n}/bias": (f"mlp.{n}.bias", "id") for n in ("fc1", "fc2")},
+}
+_QWEN_VIT_BLOCK = {
+    "self_attn/qkv/kernel": ("attn.qkv.weight", "heads_in"), "self_attn/qkv/bias": ("attn.qkv.bias", "heads_bias"),
+    "self_attn/out_proj/kernel": ("attn.proj.weight", "heads_out"), "self_attn/out_proj/bias": ("attn.proj.bias", "id"),
+    **{f"{n}/{p}": (f"{hf_n}.{hf}", "id") for n, hf_n in (("layer_norm1", "norm1"), ("layer_norm2", "norm2"))
        for p, hf in (("scale", "weight"), ("bias", "bias"))},
     **{f"mlp/{n}/kernel": (f"mlp.{n}.weight", "T") for n in ("fc1", "fc2")},
     **{f"mlp/{n}/bias": (f"mlp.{n}.bias", "id") for n in ("fc1", "fc2")},
@@ -117,6 +141,17 @@ _TOP = {
     "img/head/kernel": ("connector.weight", "T"),
     "img/head/bias": ("connector.bias", "id"),
 }
+_TOP_CONNECTOR = {
+    "avg_pool": {  # Gemma 3's projector: a bare [vision width, LM width] matrix after an RMSNorm
+        "img/head/kernel": ("connector.mm_input_projection_weight", "id"),
+        "img/head_norm/scale": ("connector.mm_soft_emb_norm.weight", "id")},
+    "patch_merger": {  # Qwen2-VL: our final LayerNorm is its merger's ln_q, then a 2-layer MLP
+        "img/embedding/kernel": ("vision.patch_embed.proj.weight", "conv3d"),
+        "img/Transformer/encoder_norm/scale": ("vision.merger.ln_q.weight", "id"),
+        "img/Transformer/encoder_norm/bias": ("vision.merger.ln_q.bias", "id"),
+        **{f"img/{ours}/{p}": (f"vision.merger.mlp.{i}.{hf}", t) for ours, i in (("head_hidden", 0), ("head", 2))
+           for p, hf, t in (("kernel", "weight", "T"), ("bias", "bias", "id"))}},
+}
 
 
 def source(cfg: VLMConfig, path: tuple[str, ...]) -> tuple[list[str], bool, str]:
@@ -125,9 +160,11 @@ def source(cfg: VLMConfig, path: tuple[str, ...]) -> tuple[list[str], bool, str]
   Scanned blocks (`llm/layers/...`, `img/Transformer/encoderblock/...`) take one key per layer;
   unrolled ones (`layers_3`, `encoderblock_3`) and top-level params take one key.
   """
+  qwen = cfg.vit.family == "qwen2_vl"
   for scope, block, table, prefix, depth in (
       (("llm",), "layers", _lm_block(cfg.lm.family), "text.layers.", cfg.lm.depth),
-      (("img", "Transformer"), "encoderblock", _VIT_BLOCK, "vision.encoder.layers.", cfg.vit.depth)):
+      (("img", "Transformer"), "encoderblock", _QWEN_VIT_BLOCK if qwen else _VIT_BLOCK,
+       "vision.blocks." if qwen else "vision.encoder.layers.", cfg.vit.depth)):
     n = len(scope)
     if path[:n] != scope or len(path) <= n or not path[n].startswith(block):
       continue
@@ -139,7 +176,8 @@ def source(cfg: VLMConfig, path: tuple[str, ...]) -> tuple[list[str], bool, str]
       return [f"{prefix}{i}.{key}" for i in range(depth)], True, transform
     return [f"{prefix}{int(path[n][len(block) + 1:])}.{key}"], False, transform
   name = "/".join(path)
-  if name not in _TOP:
+  top = {**_TOP, **_TOP_CONNECTOR.get(cfg.connector, {})}
+  if name not in top:
     raise KeyError(f"hf: no Hugging Face counterpart known for parameter {name!r}")
-  key, transform = _TOP[name]
+  key, transform = top[name]
   return [key], False, transform

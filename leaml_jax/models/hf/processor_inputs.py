@@ -17,9 +17,10 @@ import jax
 import numpy as np
 
 from leaml_jax.models.hf.config_json import family_of
-from leaml_jax.models.vlm import VLM
+from leaml_jax.models.vlm import VLM, image_block_mask_ar
 
-_INPUT_KEYS = ("input_ids", "attention_mask", "pixel_values", "token_type_ids", "pixel_attention_mask", "labels")
+_INPUT_KEYS = ("input_ids", "attention_mask", "pixel_values", "token_type_ids", "pixel_attention_mask", "labels",
+               "image_grid_thw", "mm_token_type_ids")
 
 
 def _to_numpy(x, dtype=None) -> np.ndarray:
@@ -44,14 +45,29 @@ def inline_inputs(model: VLM, inputs: dict):
   B = ids_BT.shape[0]
   valid_BT = _to_numpy(inputs["attention_mask"], np.int32) if "attention_mask" in inputs else np.ones_like(ids_BT)
   pixels = _to_numpy(inputs["pixel_values"], np.float32)
-  if pixels.ndim == 4 and pixels.shape[0] % B == 0:  # PaliGemma: images of all rows in one batch
+  if family == "qwen2_vl":  # flat patches -> images; the tower takes any size, so the config follows
+    grid = inputs.get("image_grid_thw")
+    pixels = _qwen2_vl_images(pixels, None if grid is None else _to_numpy(grid), cfg)
+    cfg = dataclasses.replace(cfg, vit=dataclasses.replace(cfg.vit, image_size=pixels.shape[2:]))
+  P = cfg.num_image_tokens
+  if family in ("gemma3", "qwen2_vl"):  # images of all rows in one batch, rows may hold different numbers
+    pixels = _per_row(pixels, (ids_BT == cfg.image_token_id).sum(axis=1), P)
+  elif pixels.ndim == 4 and pixels.shape[0] % B == 0:  # PaliGemma: images of all rows in one batch
     pixels = pixels.reshape(B, pixels.shape[0] // B, *pixels.shape[1:])
   if pixels.ndim != 5 or pixels.shape[:1] != (B,) or pixels.shape[2] != 3:
     raise ValueError(f"hf: pixel_values {pixels.shape} should be [B,3,height,width] or "
                      f"[B,images,3,height,width] with B={B}")
-  P, I = cfg.num_image_tokens, pixels.shape[1]
+  I = pixels.shape[1]
   real_BI = np.ones((B, I), bool)
-  if family == "paligemma":
+  if family == "gemma3":  # causal, each image's tokens one bidirectional block (token_type_ids 1)
+    tt = inputs.get("token_type_ids")  # HF: none = causal throughout
+    mask_ar_BT = image_block_mask_ar(_to_numpy(tt) == 1) if tt is not None else np.ones_like(ids_BT)
+    token = cfg.image_token_id
+    real_BI = np.arange(I)[None] < ((ids_BT == token).sum(axis=1) // P)[:, None]
+  elif family == "qwen2_vl":  # causal throughout, images included
+    mask_ar_BT, token = np.ones_like(ids_BT), cfg.image_token_id
+    real_BI = np.arange(I)[None] < ((ids_BT == token).sum(axis=1) // P)[:, None]
+  elif family == "paligemma":
     tt = inputs.get("token_type_ids")
     mask_ar_BT = _to_numpy(tt, np.int32) if tt is not None else np.ones_like(ids_BT)  # HF: none = causal
     token = cfg.image_token_id if cfg.image_token_id is not None else _leading_token(ids_BT, valid_BT, P * I)
@@ -68,6 +84,35 @@ def inline_inputs(model: VLM, inputs: dict):
                      f"{(real_BI.sum(axis=1) * P).tolist()} ({P} per image)")
   image = pixels.transpose(0, 1, 3, 4, 2)
   return dataclasses.replace(cfg, image_token_id=token), image, ids_BT, mask_ar_BT, valid_BT
+
+
+def _qwen2_vl_images(patches, grid_thw, cfg) -> np.ndarray:
+  """Qwen2-VL's flat patches [N, 3·frames·p·p] (2x2 windows, each row-major) + image_grid_thw
+  [n,3] -> the images [n,3,height,width] they were cut from (one temporal patch of equal frames)."""
+  p, m, T = cfg.vit.patch_size, cfg.connector_factor, cfg.vit.frames
+  if grid_thw is None or len({tuple(g) for g in grid_thw.tolist()}) != 1 or grid_thw[0, 0] != 1:
+    raise ValueError(f"hf: qwen2_vl takes still images of one size per batch (image_grid_thw all equal, t=1); "
+                     f"got {None if grid_thw is None else grid_thw.tolist()}")
+  _, gh, gw = grid_thw[0].tolist()
+  x = patches.reshape(len(grid_thw), gh // m, gw // m, m, m, 3, T, p, p)
+  if not (x == x[:, :, :, :, :, :, :1]).all():
+    raise ValueError("hf: qwen2_vl patches whose frames differ (video) are not supported")
+  x = x[:, :, :, :, :, :, 0].transpose(0, 5, 1, 3, 6, 2, 4, 7)  # n, 3, gh/m, m, p, gw/m, m, p
+  return x.reshape(len(grid_thw), 3, gh * p, gw * p)
+
+
+def _per_row(pixels, counts_B, P) -> np.ndarray:
+  """[N,3,height,width] images of all rows, in order -> [B,I,3,height,width], each row's own
+  images first and all-zero ones after (I = the most any row holds; a row's count is its image
+  tokens / P)."""
+  if pixels.ndim != 4 or (counts_B % P).any() or counts_B.sum() != P * len(pixels):
+    raise ValueError(f"hf: pixel_values {pixels.shape} do not match the rows' image tokens {counts_B.tolist()} "
+                     f"({P} per image)")
+  n_B = counts_B // P
+  out = np.zeros((len(n_B), max(int(n_B.max()), 1), *pixels.shape[1:]), pixels.dtype)
+  for b, (start, n) in enumerate(zip(np.cumsum(n_B) - n_B, n_B)):
+    out[b, :n] = pixels[start:start + n]
+  return out
 
 
 def _leading_token(ids_BT, valid_BT, count) -> int:
@@ -92,6 +137,9 @@ def logits_from_hf_inputs(model: VLM, params, **inputs) -> np.ndarray:
   PaliGemma: input_ids, attention_mask, pixel_values [B,3,height,width], token_type_ids
   (prefix 0, suffix 1; without them HF is causal throughout, and so is this). SmolVLM/Idefics3:
   pixel_values [B,I,3,height,width] (all-zero images are padding), pixel_attention_mask.
+  Gemma 3: pixel_values [N,3,height,width] for the images of all rows in order, token_type_ids
+  (1 on image tokens: each image's tokens attend to each other; without them causal throughout).
+  Qwen2-VL: pixel_values [patches, 3·2·14·14] and image_grid_thw of still images of one size.
   Positions with attention_mask 0 hold meaningless values (as in transformers).
   """
   cfg, image, ids_BT, mask_ar_BT, valid_BT = inline_inputs(model, inputs)

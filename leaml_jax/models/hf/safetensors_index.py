@@ -72,7 +72,7 @@ def tensor_refs(directory: Path) -> dict[str, Ref]:
     for key, meta in _read_header(file).items():
       name = canonical(key)
       if name is None:
-        raise CheckpointError(f"{file}: tensor {key!r} belongs to no known part of a PaliGemma / Idefics3 "
+        raise CheckpointError(f"{file}: tensor {key!r} belongs to no known part of a PaliGemma / Idefics3 / Gemma 3 "
                               "checkpoint (config.json and weights disagree?)")
       if name in refs:
         raise CheckpointError(f"{directory}: tensor {key!r} appears twice ({refs[name].file.name}, {file.name})")
