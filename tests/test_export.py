@@ -142,6 +142,25 @@ def test_synthetic_base_exports_as_paligemma(tmp_path):
   assert exported["architectures"] == ["PaliGemmaForConditionalGeneration"]
   assert exported["text_config"]["model_type"] == "gemma"
   _check_export(workdir, cfg, "zero_shot", "base")
+  # The answers of a barely trained base say little; its logits on question + answer do: the
+  # exported processor lays out and tokenizes exactly as our synthetic encoder.
+  ctx = context.Context(cfg, workdir)
+  out = Path(workdir, "export", "zero_shot")
+  theirs_model = PaliGemmaForConditionalGeneration.from_pretrained(out).eval()
+  processor = AutoProcessor.from_pretrained(out)
+  params = ctx.load_params("base")
+  for r in artifacts.vqa_records(ctx, "test")[:3]:
+    ex = ctx.encoder.encode_example(r["image"], r["prompt"], r["answer"], r["id"])
+    ours = np.asarray(ctx.model.apply({"params": params}, *(ex[k][None] for k in
+                                                             ("image", "text", "mask_ar", "mask_input")))[0])
+    frames = encoders.hf.frame_list(r["image"])
+    inputs = processor(images=[frames], text=["<image>" * len(frames) + r["prompt"]], suffix=[r["answer"]],
+                       return_tensors="pt")
+    n, N = int(ex["mask_input"].sum()), ctx.model_cfg.num_image_tokens * len(frames)
+    np.testing.assert_array_equal(inputs["input_ids"][0, N:].numpy(), ex["text"][:n])
+    with torch.no_grad():
+      theirs = theirs_model(**inputs).logits[0, N:].numpy()
+    assert np.abs(theirs - ours[0, :n]).max() <= 1e-4
 
 
 @pytest.mark.parametrize("preset,frames,match", [

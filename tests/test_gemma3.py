@@ -166,3 +166,26 @@ def test_teacher_captions_are_transformers_chat_greedy_captions():
     want.append(processor.decode(new[:new.index(end)] if end in new else new, skip_special_tokens=True).strip())
   assert len(set(want)) > 2  # distinct captions, one of them empty (<end_of_turn> first): that image gets none
   assert [(r["image_id"], r["caption"]) for r in rows] == [(ex["id"], w) for ex, w in zip(pool, want) if w]
+
+
+def test_gemma3_runs_the_stages_as_base_and_teacher(tmp_path):
+  """--config.model.path and --config.captions.teacher_path on Gemma 3: teacher captions, a
+  fine-tune in its chat layout, evaluation, export."""
+  import json
+  import os
+  from leaml_jax import config_lib, main
+  f = family("gemma3_chat")
+  cfg = config_lib.load_config_file("configs/demo.py:quick")
+  for k, v in {"model.path": str(f.directory), "captions.teacher_path": str(f.directory), "captions.batch_size": "8",
+               "captions.max_new_tokens": "4", "data.num_train": "16", "data.num_test": "2", "base.num_images": "8",
+               "data.label_fraction": "0.25", "data.text_len": "128", "data.frames": "tile", "model.vit_frames": "1",
+               "vqa.steps": "2", "vqa.batch_size": "4", "eval.batch_size": "4", "eval.max_new_tokens": "4",
+               "baselines.methods": "zero_shot,finetune", "stages": "prepare,base,captions,baselines,evaluate,export",
+               "export.methods": "finetune", "mesh.num_devices": "2", "progress": "False"}.items():
+    config_lib.apply_override(cfg, k, v)
+  workdir = str(tmp_path / "run")
+  assert list(main.main(cfg, workdir)) == list(cfg.stages)
+  assert len(open(os.path.join(workdir, "data", "captions.jsonl")).readlines()) >= 1
+  assert json.load(open(os.path.join(workdir, "eval", "finetune.json")))["n"] >= 1
+  exported = json.load(open(os.path.join(workdir, "export", "finetune", "config.json")))
+  assert exported["architectures"] == ["Gemma3ForConditionalGeneration"]

@@ -16,7 +16,9 @@ onto causal-or-block there.
 
 Gemma 3 is causal with each run of image tokens one bidirectional block: `image_block_mask_ar`
 writes that as mask_ar (1 everywhere but on an image token that follows another), so the same
-cumsum rule covers it.
+cumsum rule covers it. Qwen2-VL (cfg.lm.mrope_section) is causal and positions are M-RoPE
+streams [B,T,3] (`mrope_positions`, the image grid read off the image); decoding continues one
+past the largest.
 
 `image` is [B,height,width,3] or [B,I,height,width,3]: I images (e.g. video frames) per row,
 each encoded on its own; in the prefix layout their tokens are concatenated in order (I·P
