@@ -227,7 +227,7 @@ def model_flops_per_example(cfg, text_len: int) -> float:
   """Training FLOPs (fwd+bwd) per example: 6·N·tokens for matmul params + attention scores."""
   vit, lm = cfg.vit, cfg.lm
   n_img = (vit.image_size[0] // vit.patch_size) * (vit.image_size[1] // vit.patch_size)
-  n_img_lm = n_img // (getattr(cfg, "pixel_shuffle_factor", 1) ** 2)
+  n_img_lm = cfg.num_image_tokens  # after the connector (pixel shuffle, pooling, patch merger)
   vit_params = vit.depth * (4 * vit.width ** 2 + 2 * vit.width * vit.mlp_dim)
   lm_attn = lm.width * lm.head_dim * (2 * lm.num_heads + 2 * lm.num_kv_heads)
   lm_params = lm.depth * (lm_attn + 3 * lm.width * lm.mlp_dim) + lm.width * lm.vocab_size
