@@ -39,6 +39,7 @@ def base_config() -> ConfigDict:
       domain="synthetic_sports",     # synthetic target domain
       path="",                       # local files for real datasets (manual_dir)
       label_fraction=0.01,
+      dev_images=0,                  # train images held out to choose lr / steps (config.tune); 0 = none
       num_train=2000, num_test=300,  # synthetic sizes (images)
       caption_error_rate=0.15,
       image_size=32,
@@ -92,8 +93,16 @@ def base_config() -> ConfigDict:
   c.vqa = train_section(steps=300, batch_size=32, lr=1e-3)
   c.vqa.pseudo_weight = 0.7          # share of each batch drawn from pseudo QA
 
+  # Trained on the labelled data only: finetune, lora, lora_connector (LoRA + the connector
+  # `img/head` trained fully), finetune_matched (as many examples seen as LEAML's generator + VQA
+  # stages); oracle_100: every true label of the train pool (the ceiling), at the VQA budget.
   c.baselines = ConfigDict(dict(methods=("zero_shot", "finetune", "lora"), lora_rank=8,
                                 lora_alpha=16.0, lora_lr=3e-3))
+  # Every trained method (VQA stage of LEAML and each ablation, every trained baseline) picks its
+  # lr and step count the same way: one run per lr in `lrs` to the method's step budget, greedy
+  # dev accuracy at `evals` evenly spaced steps; the best (lr, steps) is kept (ties: fewer steps,
+  # then lower lr) -> <method>/tuning.json. Empty lrs: the method's own lr and steps.
+  c.tune = ConfigDict(dict(lrs=(), evals=4))
   c.ablations = ("no_mask", "random_mask", "no_distill")
   c.eval = ConfigDict(dict(batch_size=64, max_new_tokens=16))
   c.export = ConfigDict(dict(

@@ -18,6 +18,8 @@ TARGETS = r"llm/.*/(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)/ker
 _OUT_AXES = {"q_proj": 2, "k_proj": 2, "v_proj": 2}
 _IN_AXES = {"o_proj": 2}
 TRAINABLE = ((r"base/.*", False), (r"lora/.*", True))
+# The same, with the vision-to-LM connector (`img/head`, models/vit.py) trained fully as well.
+TRAINABLE_WITH_CONNECTOR = ((r"base/img/head/.*", True),) + TRAINABLE
 
 
 def _split(name: str, shape):

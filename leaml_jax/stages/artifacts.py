@@ -1,6 +1,6 @@
 """The artifacts stages hand each other under the workdir, read and written atomically.
 
-  data/splits.json         prepare     labelled / unlabelled / test image ids, dataset dirs
+  data/splits.json         prepare     labelled / dev / unlabelled / test image ids, dataset dirs
   data/captions.jsonl      captions    {"image_id", "caption"} per unlabelled image
   <variant>pseudo_qa.jsonl pseudo_qa   {"image_id", "question", "answer", "options", "type", "confidence"}
   <stage>/params           training stages (orbax, via Context.save_params / load_params)
@@ -105,9 +105,12 @@ def model_view(ex: dict, data_cfg) -> dict:
 
 
 def examples(ctx, pool: str) -> list[dict]:
-  """Decoded examples of one pool: labeled | unlabeled | test | general (the base's world).
+  """Decoded examples of one pool: labeled | dev | unlabeled | test | general (the base's world).
   The target dataset's splits are decoded once per run context."""
   s = splits(ctx)
+  if pool not in s and pool != "general":
+    raise FileNotFoundError(f"{ctx.path('data', 'splits.json')} has no {pool!r} pool: it was "
+                            f"written by an older version; redo it with --config.force=prepare")
   if pool == "general":
     source = datasets.load_source(s["general_dir"], "train")
     return [source[i] for i in range(len(source))]

@@ -1,6 +1,10 @@
 """The run context every stage receives: config, workdir, mesh, model, tokenizer, encoder, params
-I/O, random streams; and the run's methods (LEAML, its ablations, the baselines) with the
-directories their artifacts live in.
+I/O, random streams, training; and the run's methods (LEAML, its ablations, the baselines) with
+the directories their artifacts live in.
+
+Every evaluated method that trains goes through `Context.train_method`: the one place where its
+learning rate and step count are chosen on the dev split (config.tune) and <method>/tuning.json
+says which values it got.
 
 config.model.path set: model, tokenizer and data layout come from that HF checkpoint directory
 (models/hf/, data/encoders/hf.py); else the tiny preset and the BPE trained by `prepare`.
@@ -11,14 +15,15 @@ import dataclasses
 import functools
 import hashlib
 import os
+import shutil
 
 import jax
 import numpy as np
 from etils import epath
 
-from leaml_jax import checkpoint, losses, sharding as shd, train
-from leaml_jax.data import encoders, pipeline
-from leaml_jax.errors import CheckpointError
+from leaml_jax import checkpoint, generate, losses, optim, sharding as shd, train
+from leaml_jax.data import encoders, pipeline, scoring
+from leaml_jax.errors import CheckpointError, ConfigError
 from leaml_jax.metrics import MetricWriter
 from leaml_jax.stages import artifacts
 
@@ -41,7 +46,8 @@ VARIANTS = {"leaml": Variant(),
             "no_mask": Variant("no_mask", "ablations/no_mask", mask="none"),
             "random_mask": Variant("random_mask", "ablations/random_mask", mask="random"),
             "no_distill": Variant("no_distill", "ablations/no_distill", distill=False)}
-BASELINES = ("finetune", "lora")  # trained on the labelled data only, under baselines/<name>
+# Trained by stage `baselines` under baselines/<name> (what each is: config.baselines).
+BASELINES = ("finetune", "lora", "finetune_matched", "lora_connector", "oracle_100")
 
 
 def variants(config) -> list[Variant]:
@@ -199,18 +205,22 @@ class Context:
     return pipeline.make_dataset(records, self.encoder, batch_size=batch_size, seed=self.seed(purpose))
 
   def finetune(self, name: str, *, params, tcfg, data_iter, loss_fn=None, mask_tree=None,
-               examples_per_step: int | None = None, save: bool = True):
+               examples_per_step: int | None = None, save: bool = True, rng_purpose: str = "",
+               save_every: int | None = None, keep_checkpoints: int = 1):
     """Train `params` for tcfg.steps under workdir/<name>/ (resumes from its checkpoint) and, with
-    `save`, write the result as <name>/params. loss_fn defaults to the plain LM loss."""
+    `save`, write the result as <name>/params. loss_fn defaults to the plain LM loss; the train
+    step's random stream is rng(rng_purpose or name); checkpoints every `save_every` steps
+    (default tcfg.save_every), the last `keep_checkpoints` of them kept."""
     examples_per_step = examples_per_step or tcfg.batch_size
     L = self.config.data.text_len
     writer = MetricWriter(self.path(name))
-    ckpt = checkpoint.Checkpointer(self.path(name, "ckpt"), save_every=tcfg.save_every, max_to_keep=1)
+    ckpt = checkpoint.Checkpointer(self.path(name, "ckpt"), max_to_keep=keep_checkpoints,
+                                   save_every=tcfg.save_every if save_every is None else save_every)
     try:
       params = train.finetune(
           params=params, tcfg=tcfg, loss_fn=loss_fn or losses.lm_loss(self.model), data_iter=data_iter,
-          mesh=self.mesh, rng=self.rng(name), checkpointer=ckpt, writer=writer, mask_tree=mask_tree,
-          flops_per_step=examples_per_step * train.model_flops_per_example(self.model_cfg, L),
+          mesh=self.mesh, rng=self.rng(rng_purpose or name), checkpointer=ckpt, writer=writer,
+          mask_tree=mask_tree, flops_per_step=examples_per_step * train.model_flops_per_example(self.model_cfg, L),
           tokens_per_step=examples_per_step * (self.model_cfg.num_image_tokens + L), desc=name)
     finally:
       writer.close()
@@ -219,6 +229,104 @@ class Context:
       self.save_params(name, params)
     return params
 
+  # -- a method's training, with its lr and step count chosen on the dev split -----------------
+  def train_method(self, name: str, *, tcfg, new_params, new_data, to_model=None, **run) -> None:
+    """Train one evaluated method -> <name>/params (model params: `to_model` of the trained ones,
+    e.g. LoRA merged) and <name>/tuning.json {"lr", "steps", "grid": [{"lr", "steps",
+    "dev_accuracy"}, ...]}. new_params() / new_data(): a fresh copy of the starting params (the
+    train step consumes them) and a fresh data iterator at its start, once per training run;
+    `run`: loss_fn, mask_tree, examples_per_step as `finetune` takes them.
+
+    config.tune.lrs empty: one run at tcfg.lr for tcfg.steps (grid []). Else one run per lr
+    (<name>/tune/lr_<lr>/, each resumable, all with the same data order and random stream) to
+    tcfg.steps, scored by greedy dev accuracy at `tuning_steps`; the best (lr, steps) of the
+    whole grid (`best_candidate`) gives the params."""
+    export = jax.jit(to_model) if to_model is not None else None
+    lrs = tuple(self.config.tune.lrs)
+    if not lrs:
+      params = self.finetune(name, params=new_params(), tcfg=tcfg, data_iter=new_data(),
+                             save=export is None, **run)
+      if export is not None:
+        self.save_params(name, export(params))
+      artifacts.write_json(self.path(name, "tuning.json"),
+                           {"lr": float(tcfg.lr), "steps": int(tcfg.steps), "grid": []})
+      return
+    grid = []
+    for lr in lrs:
+      grid += self._tuning_run(name, tcfg, float(lr), new_params, new_data, export, run)
+    best = best_candidate(grid)
+    artifacts.write_json(self.path(name, "tuning.json"),
+                         {"lr": best["lr"], "steps": best["steps"], "grid": grid})
+    self.save_params(name, self.load_params(_lr_dir(name, best["lr"])))
+    for lr in lrs:  # each lr's best params were only needed for the choice
+      _remove(self.path(_lr_dir(name, float(lr)), "params"))
+
+  def _tuning_run(self, name, tcfg, lr, new_params, new_data, export, run) -> list[dict]:
+    """One lr of the grid: train, score the checkpoints kept at the candidate steps on the dev
+    split, keep the lr's best model params. -> its grid rows (also in <run>/dev.json)."""
+    run_name = _lr_dir(name, lr)
+    done = self.path(run_name, "dev.json")
+    if os.path.exists(done):  # scored before a kill
+      return artifacts.read_json(done)
+    t = tcfg.copy_and_resolve_references()
+    t.lr = lr
+    steps = tuning_steps(t.steps, self.config.tune.evals)
+    final = self.finetune(run_name, params=new_params(), tcfg=t, data_iter=new_data(), save=False,
+                          rng_purpose=name, save_every=steps[0], keep_checkpoints=len(steps), **run)
+    # The kept checkpoints are train states: their restore target is this run's state layout.
+    state, _ = train.create_state(final, optim.make_optimizer(t, final, run.get("mask_tree")), self.mesh)
+    abstract = checkpoint.abstract_like(state)
+    del state
+    ckpt = checkpoint.Checkpointer(self.path(run_name, "ckpt"), max_to_keep=len(steps))
+    rows, best_params = [], None
+    try:
+      for step in steps:
+        params = final if step == t.steps else ckpt.restore(abstract, step=step)[0].params
+        params = params if export is None else export(params)
+        rows.append({"lr": lr, "steps": step, "dev_accuracy": self.dev_accuracy(params)})
+        if best_candidate(rows) is rows[-1]:
+          best_params = params
+    finally:
+      ckpt.close()
+    self.save_params(run_name, best_params)
+    artifacts.write_json(done, rows)
+    _remove(self.path(run_name, "ckpt"))
+    return rows
+
+  def dev_accuracy(self, params) -> float:
+    """Greedy accuracy on the dev split, generated and scored as `evaluate` does the test split."""
+    if "dev_records" not in self.cache:
+      self.cache["dev_records"] = artifacts.vqa_records(self, "dev")
+    records = self.cache["dev_records"]
+    if not records:
+      raise ConfigError("config.tune.lrs chooses hyper-parameters on the dev split, which is empty: "
+                        "set config.data.dev_images and redo `prepare` (--config.force=prepare)")
+    e = self.config.eval
+    preds, _ = generate.generate_texts(self.model, params, records, encoder=self.encoder,
+                                       batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
+                                       desc="dev")
+    return float(np.mean([scoring.is_correct(p, r["answer"], r.get("type"), r.get("options"))
+                          for p, r in zip(preds, records)]))
+
+
+def tuning_steps(steps: int, evals: int) -> list[int]:
+  """The steps at which a tuning run is scored: every ceil(steps / evals) steps, and the last."""
+  every = max(1, -(-steps // max(1, evals)))
+  return sorted({*range(every, steps, every), steps})
+
+
+def best_candidate(grid: list[dict]) -> dict:
+  """The row with the highest dev accuracy; ties go to fewer steps, then to the lower lr."""
+  return min(grid, key=lambda row: (-row["dev_accuracy"], row["steps"], row["lr"]))
+
+
+def _lr_dir(name: str, lr: float) -> str:
+  return os.path.join(name, "tune", f"lr_{lr:g}")
+
+
+def _remove(path: str) -> None:
+  if jax.process_index() == 0 and os.path.isdir(path):
+    shutil.rmtree(path)
 
 def _purpose_id(purpose: str) -> int:
   """The whole purpose string -> a 31-bit id (blake2s), so "vqa/labeled" and "vqa/pseudo" differ."""

@@ -3,8 +3,9 @@
 config.data.source picks the target dataset: `synthetic` (the domain config.data.domain,
 generated here) or a real dataset built from the files under config.data.path (the dataset
 registry knows each one). Its train images are split into a labelled subset
-(config.data.label_fraction, seeded by config.seed) and the unlabelled pool; its test split is
-fixed by the dataset build. All three are lists of image ids in data/splits.json.
+(config.data.label_fraction, seeded by config.seed), a dev set (config.data.dev_images: only
+for choosing hyper-parameters, see config.tune) and the unlabelled pool; its test split is fixed by the dataset build. All four are
+lists of image ids in data/splits.json, pairwise disjoint.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from etils import epath
 
 from leaml_jax.data import datasets, tokenizer as tok_lib
+from leaml_jax.errors import ConfigError
 from leaml_jax.stages import artifacts
 
 DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and trains models
@@ -25,6 +27,9 @@ def outputs(ctx) -> list[str]:
 
 def run(ctx) -> None:
   c = ctx.config
+  if c.tune.lrs and not c.data.dev_images:
+    raise ConfigError(f"config.tune.lrs={tuple(c.tune.lrs)} chooses hyper-parameters on dev "
+                      f"images: set config.data.dev_images (e.g. 100) or config.tune.lrs=()")
   # Built datasets depend on the data config only: a run reusing another's base reuses its builds.
   data_dir = build_dir(c.base.workdir or ctx.workdir)
   dataset = datasets.name_of(c.data)
@@ -36,12 +41,21 @@ def run(ctx) -> None:
   test_ids = datasets.load_source(target, "test").ids()
   rng = np.random.default_rng(c.seed)
   n_lab = max(1, int(round(c.data.label_fraction * len(train_ids))))
+  n_dev = int(c.data.dev_images)
+  n_rest = len(train_ids) - n_lab
+  if not 0 <= n_dev <= n_rest:
+    raise ConfigError(f"config.data.dev_images={n_dev}: must be in [0, {n_rest}] (the "
+                      f"{len(train_ids)} train images less the {n_lab} labelled ones)")
+  # One seeded order: labelled images from its front, dev images from its back, so the labelled
+  # set does not depend on dev_images and the dev set not on label_fraction.
   order = rng.permutation(len(train_ids))
+  n_pool = len(train_ids) - n_dev
   artifacts.write_json(ctx.path("data", "splits.json"), {
       "dataset": dataset, "source": c.data.source, "target_dir": target, "general_dir": general,
       "label_fraction": c.data.label_fraction, "seed": c.seed,
       "labeled": sorted(train_ids[i] for i in order[:n_lab]),
-      "unlabeled": sorted(train_ids[i] for i in order[n_lab:]), "test": test_ids})
+      "dev": sorted(train_ids[i] for i in order[n_pool:]),
+      "unlabeled": sorted(train_ids[i] for i in order[n_lab:n_pool]), "test": test_ids})
   write_tokenizer(ctx)
 
 
