@@ -75,7 +75,8 @@ def build_report(ctx) -> dict:
                   **{k: _mean([r[k] for r in per_run]) for k in ("bleu", "rouge_l") if k in per_run[0]}}
     tuning = [_read(r.path(context.methods(r.config)[m], "tuning.json")) for r in runs]
     if all(tuning):
-      methods[m]["tuning"] = [{"lr": t["lr"], "steps": t["steps"]} for t in tuning]
+      methods[m]["tuning"] = [{"lr": t["lr"], "steps": t["steps"], "tuned_on_dev": bool(t.get("grid"))}
+                              for t in tuning]
   pq = [_read(r.path("pseudo_qa_stats.json"), {}) for r in runs]
   labeled = artifacts.examples(first, "labeled")
   return {
@@ -176,7 +177,8 @@ def markdown(rep: dict) -> str:
            f"Intervals: 95%, bootstrap over test images{' and seeds' if len(seeds) > 1 else ''}.", "",
            "| method | accuracy (mean) | 95% CI | per seed | lr / steps (dev) |", "|---|---|---|---|---|"]
   for m, r in rep["methods"].items():
-    tuned = ", ".join(f"{t['lr']:g} / {t['steps']}" for t in r.get("tuning", [])) or "config"
+    tuned = ", ".join(f"{t['lr']:g} / {t['steps']}{'' if t['tuned_on_dev'] else ' (config)'}"
+                      for t in r.get("tuning", [])) or "–"
     lines.append(f"| {LABELS.get(m, m)} | {_pct(r['accuracy'])}% | {_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | "
                  f"{' '.join(_pct(a) for a in r['per_seed'])} | {tuned} |")
   if rep["paired"]:
