@@ -54,6 +54,7 @@ def base_config() -> ConfigDict:
   c.base = train_section(steps=600, batch_size=64, lr=3e-3)
   c.base.domain = "synthetic_general"
   c.base.num_images = 4000
+  c.base.eval_images = 400           # held-out general images the trained base is measured on
 
   c.captions = ConfigDict(dict(
       path="",                       # JSONL {"image_id", "caption"}; empty = synthetic teacher
