@@ -1,8 +1,9 @@
 """Stage `base`: the base VLM -> base/params (orbax), and (demo) base/general_eval.json.
 
 Imports config.model.path (a HF checkpoint, straight into the mesh's shardings), or (demo)
-pre-trains the tiny model on the general domain: VQA, captions and QA writing, on its stills and
-clips in the run's image layout (artifacts.model_view). The pre-trained base then answers the
+pre-trains the tiny model on the general domain: VQA, captions and QA writing (each batch mixed
+by config.base.task_weights), on its stills and clips in the run's image layout
+(artifacts.model_view). The pre-trained base then answers the
 general world's held-out test split (images it never trained on) greedily:
 base/general_eval.json = {"accuracy", "per_type", "per_category" (still / clip), "n"}, the
 general competence LEAML assumes of its base.
@@ -10,7 +11,7 @@ general competence LEAML assumes of its base.
 from __future__ import annotations
 
 from leaml_jax import generate
-from leaml_jax.data import datasets, records as records_lib, scoring
+from leaml_jax.data import datasets, pipeline, records as records_lib, scoring
 from leaml_jax.errors import CheckpointError
 from leaml_jax.stages import artifacts
 
@@ -27,10 +28,13 @@ def run(ctx) -> None:
     ctx.save_params("base", import_checkpoint(ctx))
     return
   exs = general_examples(ctx, "train")
-  records = (records_lib.vqa_records(exs) + records_lib.caption_records(exs, key="gt_caption")
-             + records_lib.qa_gen_records(exs))
+  tasks = {"vqa": records_lib.vqa_records(exs),
+           "caption": records_lib.caption_records(exs, key="gt_caption"),
+           "qa_gen": records_lib.qa_gen_records(exs)}
+  data = pipeline.mix([ctx.dataset(tasks[t], None, f"base/data/{t}") for t in tasks],
+                      [c.base.task_weights[t] for t in tasks], batch_size=c.base.batch_size)
   params = ctx.finetune("base", params=ctx.init_params(ctx.rng("base/init")), tcfg=c.base,
-                        data_iter=iter(ctx.dataset(records, c.base.batch_size, "base/data")))
+                        data_iter=iter(data))
   result = evaluate_general(ctx, params)
   artifacts.write_json(ctx.path("base", GENERAL_EVAL), result)
   per_type = ", ".join(f"{k} {v:.3f}" for k, v in result["per_type"].items())

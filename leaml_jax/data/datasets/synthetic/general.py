@@ -81,9 +81,9 @@ TEACHER_MISSING_TERMS = ()  # the teacher knows everyday words
 
 # Geometry, in frame units (x right, y down). People stand in PEOPLE_BOX (their body centre);
 # the ball a person holds sits at HAND from the body, on the side the person faces.
-PEOPLE_BOX = ((0.12, 0.47), (0.88, 0.82))
-HAND = (0.085, 0.02)
-BALL_R = 0.065
+PEOPLE_BOX = ((0.14, 0.46), (0.86, 0.8))
+HAND = (0.11, 0.03)
+BALL_R = 0.085
 SKIN = (230, 185, 145)
 _UNIT = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 
@@ -112,7 +112,7 @@ def _sample_objects(rng, scene) -> list[dict]:
   for k, cell in enumerate(cells):
     kind = (GROUND_KINDS[rng.choice(len(GROUND_KINDS), p=GROUND_KIND_P)] if k < n_ground
             else SKY_KINDS[rng.integers(2)])
-    x, y = np.asarray(grid_cell_center(cell)) + rng.uniform(-0.035, 0.035, 2)
+    x, y = np.asarray(grid_cell_center(cell)) + rng.uniform(-0.03, 0.03, 2)
     objects.append({"kind": kind, "color": _colors_for(kind, scene["ground"], scene["time"], rng),
                     "cell": cell, "xy": [round(float(x), 4), round(float(y), 4)]})
   return sorted(objects, key=lambda o: GRID_LOCATIONS.index(o["cell"]))
@@ -126,7 +126,7 @@ def _sample_clip(rng, scene) -> dict:
   action, direction = ACTIONS[rng.integers(4)], DIRECTIONS[rng.integers(4)]
   cx = _colors_for("person", scene["ground"], scene["time"], rng)
   cy = _colors_for("person", scene["ground"], scene["time"], rng, exclude=(cx,))
-  nx, ny = int(rng.integers(2 if action == "gives" else 1, 4)), int(rng.integers(1, 3))
+  nx, ny = (2 if action == "gives" else int(rng.integers(1, 3))), int(rng.integers(1, 3))
   u = np.asarray(_UNIT[direction], float)
   horizontal = direction in ("left", "right")
   facing = int(u[0]) if horizontal else int(rng.choice((-1, 1)))
@@ -141,8 +141,10 @@ def _sample_clip(rng, scene) -> dict:
            "down": (start[0], 0.96)}[direction] + rng.uniform(-0.04, 0.04, 2) * u[::-1]
     people, ball = [(cx, np.repeat(actor[None], NUM_FRAMES, 0), facing)], start + t * (end - start)
   else:
-    length = rng.uniform(0.5, 0.62) if horizontal else rng.uniform(0.28, 0.34)
-    move = u * length + u[::-1] * rng.uniform(-0.04, 0.04)
+    # Up or down, the other person stands a little to the side, not hidden behind.
+    length, aside = ((rng.uniform(0.55, 0.68), rng.uniform(-0.04, 0.04)) if horizontal else
+                     (rng.uniform(0.26, 0.32), rng.choice((-1, 1)) * rng.uniform(0.08, 0.14)))
+    move = u * length + np.abs(u[::-1]) * aside
     lo, hi = np.maximum((x0, y0), np.subtract((x0, y0), move)), np.minimum((x1, y1),
                                                                         np.subtract((x1, y1), move))
     actor = rng.uniform(lo, hi)
@@ -172,10 +174,13 @@ def _sample_clip(rng, scene) -> dict:
 
 def _bystander(rng, ball_T2, people):
   """A standing person's [T, 2] positions: of 48 places in PEOPLE_BOX, the one farthest from the
-  ball's path and the other people (so the ball's holder stays unambiguous)."""
+  ball's path and the other people, and never near where the ball starts or ends (so who holds
+  it stays unambiguous)."""
   cand_K2 = rng.uniform(*PEOPLE_BOX, (48, 2))
   taken_P2 = np.concatenate([ball_T2] + [p for _, p, _ in people])
   gap_K = np.linalg.norm(cand_K2[:, None] - taken_P2[None], axis=-1).min(axis=1)
+  ends_K = np.linalg.norm(cand_K2[:, None] - ball_T2[[0, -1]][None], axis=-1).min(axis=1)
+  gap_K = np.where(ends_K > 0.3, gap_K, gap_K - 1)
   spot = cand_K2[np.argmax(gap_K)]
   return spot + rng.uniform(-0.01, 0.01, (NUM_FRAMES, 2))
 
@@ -207,7 +212,7 @@ def render_image(facts: dict, size: int, rng: np.random.Generator) -> np.ndarray
       for o in facts["objects"]:
         _draw_object(cv, o["kind"], render.shade(render.PALETTE[o["color"]], dim), *o["xy"], dim)
     else:
-      for p in facts["people"]:
+      for p in sorted(facts["people"], key=lambda p: p["xy"][t][1]):  # the nearer in front
         _draw_person(cv, *p["xy"][t], render.shade(render.PALETTE[p["color"]], dim), dim)
       x, y = facts["ball"][t]
       cv.disk(x, y, BALL_R + 0.02, render.shade((30, 30, 30), dim))
@@ -217,39 +222,39 @@ def render_image(facts: dict, size: int, rng: np.random.Generator) -> np.ndarray
 
 
 def _draw_person(cv, x, y, shirt, dim):
-  cv.rect(x - 0.045, y + 0.05, x + 0.045, y + 0.14, render.shade((50, 50, 65), dim))
-  cv.ellipse(x, y + 0.01, 0.075, 0.085, shirt)
-  cv.disk(x, y - 0.11, 0.05, render.shade(SKIN, dim))
+  cv.rect(x - 0.055, y + 0.07, x + 0.055, y + 0.17, render.shade((50, 50, 65), dim))
+  cv.ellipse(x, y + 0.01, 0.095, 0.105, shirt)
+  cv.disk(x, y - 0.14, 0.065, render.shade(SKIN, dim))
 
 
 def _draw_object(cv, kind, color, x, y, dim):
   if kind == "person":
     _draw_person(cv, x, y, color, dim)
   elif kind == "dog":
-    for lx in (-0.08, 0.06):
-      cv.line(x + lx, y + 0.05, x + lx, y + 0.12, 0.03, color)
-    cv.ellipse(x - 0.01, y + 0.03, 0.11, 0.055, color)
-    cv.disk(x + 0.1, y - 0.02, 0.05, color)
-    cv.disk(x + 0.12, y - 0.03, 0.015, render.shade((20, 20, 20), dim))
+    for lx in (-0.1, 0.08):
+      cv.line(x + lx, y + 0.06, x + lx, y + 0.15, 0.04, color)
+    cv.ellipse(x - 0.01, y + 0.04, 0.14, 0.07, color)
+    cv.disk(x + 0.13, y - 0.03, 0.065, color)
+    cv.disk(x + 0.15, y - 0.04, 0.02, render.shade((20, 20, 20), dim))
   elif kind == "ball":
-    cv.disk(x, y + 0.05, 0.085, render.shade((30, 30, 30), dim))
-    cv.disk(x, y + 0.05, 0.07, color)
+    cv.disk(x, y + 0.04, 0.12, render.shade((30, 30, 30), dim))
+    cv.disk(x, y + 0.04, 0.1, color)
   elif kind == "car":
-    cv.rect(x - 0.08, y - 0.08, x + 0.07, y, color)
-    cv.rect(x - 0.06, y - 0.065, x + 0.05, y - 0.01, render.shade((170, 210, 240), dim))
-    cv.rect(x - 0.14, y - 0.01, x + 0.14, y + 0.08, color)
-    for wx in (-0.08, 0.08):
-      cv.disk(x + wx, y + 0.09, 0.04, (20, 20, 20))
+    cv.rect(x - 0.1, y - 0.1, x + 0.09, y, color)
+    cv.rect(x - 0.075, y - 0.08, x + 0.065, y - 0.015, render.shade((170, 210, 240), dim))
+    cv.rect(x - 0.16, y - 0.01, x + 0.16, y + 0.1, color)
+    for wx in (-0.09, 0.09):
+      cv.disk(x + wx, y + 0.11, 0.05, (20, 20, 20))
   elif kind == "tree":
-    cv.rect(x - 0.03, y, x + 0.03, y + 0.15, render.shade((110, 65, 30), dim))
-    cv.disk(x, y - 0.05, 0.1, color)
+    cv.rect(x - 0.035, y, x + 0.035, y + 0.17, render.shade((110, 65, 30), dim))
+    cv.disk(x, y - 0.05, 0.13, color)
   elif kind == "balloon":
-    cv.line(x, y + 0.06, x + 0.01, y + 0.15, 0.015, render.shade((90, 90, 90), dim))
-    cv.ellipse(x, y - 0.02, 0.065, 0.085, color)
+    cv.line(x, y + 0.08, x + 0.01, y + 0.16, 0.02, render.shade((90, 90, 90), dim))
+    cv.ellipse(x, y - 0.02, 0.08, 0.1, color)
   else:  # bird
-    cv.triangle((x - 0.03, y), (x + 0.04, y), (x - 0.07, y - 0.08), color)
-    cv.ellipse(x, y, 0.07, 0.035, color)
-    cv.triangle((x + 0.06, y - 0.01), (x + 0.06, y + 0.02), (x + 0.1, y + 0.005),
+    cv.triangle((x - 0.04, y), (x + 0.05, y), (x - 0.09, y - 0.1), color)
+    cv.ellipse(x, y, 0.09, 0.045, color)
+    cv.triangle((x + 0.08, y - 0.015), (x + 0.08, y + 0.025), (x + 0.13, y + 0.005),
                 render.shade((250, 170, 30), dim))
 
 
