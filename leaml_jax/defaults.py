@@ -62,6 +62,10 @@ def base_config() -> ConfigDict:
   c.base.domain = "synthetic_general"
   c.base.num_images = 4000
   c.base.workdir = ""                # reuse this finished run's base (and built data) instead
+  c.base.eval_images = 400           # held-out general images the trained base is measured on
+  # Share of each batch per task: answering is the competence the base is measured on; writing
+  # QA repeats the questions' words, one caption per image describes it.
+  c.base.task_weights = ConfigDict(dict(vqa=0.65, caption=0.1, qa_gen=0.25))
 
   c.captions = ConfigDict(dict(
       path="",                       # JSONL {"image_id", "caption"}; empty = synthetic teacher

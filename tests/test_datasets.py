@@ -21,7 +21,7 @@ def test_every_dataset_answers_the_registry():
                                  "kvasir_vqa", "sportu_video"}
   data = defaults.base_config().data
   data.num_frames = 6
-  want_frames = {"synthetic_general": 1, "synthetic_endoscopy": 1, "synthetic_sports": 4,
+  want_frames = {"synthetic_general": 4, "synthetic_endoscopy": 1, "synthetic_sports": 4,
                  "kvasir_vqa": 1, "sportu_video": 6}
   for name in datasets.NAMES:
     assert datasets.question_types(name), name

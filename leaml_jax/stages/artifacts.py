@@ -95,13 +95,20 @@ def splits(ctx) -> dict:
 
 
 def model_view(ex: dict, data_cfg) -> dict:
-  """A stored example as the model sees it: a clip's frame strip (facts["num_frames"]) becomes
-  one tiled image or [N, H, W, 3] blocks (config.data.frames) at config.data.image_size."""
+  """A stored example in the run's one image layout (datasets.frames_per_example), so stills and
+  clips (a strip of facts["num_frames"] frames) batch together:
+    1 image   a still as stored, a clip tiled into one [S, S, 3] image (S = config.data.image_size)
+    N blocks  [N, S, S, 3]: a clip's frames (sampled to N when it has another count), a still
+              repeated N times (a clip in which nothing moves)."""
   facts = ex.get("facts")
-  if not isinstance(facts, dict) or "num_frames" not in facts:
-    return ex
-  image = frames.arrange(ex["image"], int(facts["num_frames"]), data_cfg.frames, data_cfg.image_size)
-  return {**ex, "image": image}
+  stored = int(facts.get("num_frames", 1)) if isinstance(facts, dict) else 1
+  run = datasets.frames_per_example(data_cfg)
+  if run == 1:
+    if stored == 1:
+      return ex
+    return {**ex, "image": frames.arrange(ex["image"], stored, "tile", data_cfg.image_size)}
+  clip = frames.from_strip(ex["image"], stored)[frames.sample_indices(stored, run)]
+  return {**ex, "image": np.stack([frames.resize(f, data_cfg.image_size) for f in clip])}
 
 
 def examples(ctx, pool: str) -> list[dict]:

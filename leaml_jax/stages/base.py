@@ -1,13 +1,21 @@
-"""Stage `base`: the base VLM -> base/params (orbax).
+"""Stage `base`: the base VLM -> base/params (orbax), and (demo) base/general_eval.json.
 
 Imports config.model.path (a HF checkpoint, straight into the mesh's shardings), or (demo)
-pre-trains the tiny model on the general domain: VQA, captions and QA writing.
+pre-trains the tiny model on the general domain: VQA, captions and QA writing (each batch mixed
+by config.base.task_weights), on its stills and clips in the run's image layout
+(artifacts.model_view). The pre-trained base then answers the
+general world's held-out test split (images it never trained on) greedily:
+base/general_eval.json = {"accuracy", "per_type", "per_category" (still / clip), "n"}, the
+general competence LEAML assumes of its base.
 """
 from __future__ import annotations
 
-from leaml_jax.data import records as records_lib
+from leaml_jax import generate
+from leaml_jax.data import datasets, pipeline, records as records_lib, scoring
 from leaml_jax.errors import CheckpointError
 from leaml_jax.stages import artifacts
+
+GENERAL_EVAL = "general_eval.json"
 
 
 def outputs(ctx) -> list[str]:
@@ -24,11 +32,40 @@ def run(ctx) -> None:
   if c.model.path:
     ctx.save_params("base", import_checkpoint(ctx))
     return
-  exs = artifacts.examples(ctx, "general")
-  records = (records_lib.vqa_records(exs) + records_lib.caption_records(exs, key="gt_caption")
-             + records_lib.qa_gen_records(exs))
-  ctx.finetune("base", params=ctx.init_params(ctx.rng("base/init")), tcfg=c.base,
-               data_iter=iter(ctx.dataset(records, c.base.batch_size, "base/data")))
+  exs = general_examples(ctx, "train")
+  tasks = {"vqa": records_lib.vqa_records(exs),
+           "caption": records_lib.caption_records(exs, key="gt_caption"),
+           "qa_gen": records_lib.qa_gen_records(exs)}
+  data = pipeline.mix([ctx.dataset(tasks[t], None, f"base/data/{t}") for t in tasks],
+                      [c.base.task_weights[t] for t in tasks], batch_size=c.base.batch_size)
+  params = ctx.finetune("base", params=ctx.init_params(ctx.rng("base/init")), tcfg=c.base,
+                        data_iter=iter(data))
+  result = evaluate_general(ctx, params)
+  artifacts.write_json(ctx.path("base", GENERAL_EVAL), result)
+  per_type = ", ".join(f"{k} {v:.3f}" for k, v in result["per_type"].items())
+  print(f"[leaml] base on {result['n']} held-out general questions: accuracy "
+        f"{result['accuracy']:.3f} ({per_type})")
+
+
+def general_examples(ctx, split: str) -> list[dict]:
+  """The general world's examples of one split in the run's image layout: "train" (what the base
+  learns from) or "test" (held out: what it is measured on)."""
+  source = datasets.load_source(artifacts.splits(ctx)["general_dir"], split)
+  return [artifacts.model_view(source[i], ctx.config.data) for i in range(len(source))]
+
+
+def evaluate_general(ctx, params) -> dict:
+  """Greedy answers of `params` to every held-out general question, scored as the target's."""
+  c = ctx.config
+  test = records_lib.vqa_records(general_examples(ctx, "test"))
+  preds, _ = generate.generate_texts(ctx.model, params, test, encoder=ctx.encoder,
+                                     batch_size=c.eval.batch_size,
+                                     max_new_tokens=c.eval.max_new_tokens, desc="base general eval")
+  scores = scoring.accuracy(preds, test)
+  return {"accuracy": scores["accuracy"], "per_type": scores["per_type"],
+          "per_category": scores["per_category"], "n": scores["n"],
+          "examples": [{"question": r["prompt"], "gold": r["answer"], "pred": p}
+                       for r, p in list(zip(test, preds))[:20]]}
 
 
 def import_checkpoint(ctx):

@@ -36,7 +36,7 @@ def run(ctx) -> None:
   target = datasets.build(dataset, data_dir, c.data, seed=DATA_SEED)
   # The demo base is pre-trained on the general domain; a real base (model.path) is imported.
   general = datasets.build(c.base.domain, data_dir, c.data, seed=DATA_SEED, num_train=c.base.num_images,
-                           num_test=100) if "base" in c.stages and not (c.model.path or c.base.workdir) else ""
+                           num_test=c.base.eval_images) if "base" in c.stages and not (c.model.path or c.base.workdir) else ""
   train_ids = datasets.load_source(target, "train").ids()
   test_ids = datasets.load_source(target, "test").ids()
   rng = np.random.default_rng(c.seed)

@@ -2,6 +2,7 @@
 datasets is asked of it by name; stages never branch on which dataset a run uses.
 
   name = name_of(config.data)                    # e.g. "synthetic_sports", "kvasir_vqa"
+  n = frames_per_example(config.data)            # the run's image layout: 1 image or n blocks
   check_config(config, workdir)                  # before any work: files there, options valid
   path = build(name, data_dir, config.data, seed=0)
   train = load_source(path, "train")             # decoded, validated examples (grain-compatible)
@@ -64,6 +65,15 @@ def num_frames(name: str, data_config) -> int:
   if name in SYNTHETIC:
     return synthetic.num_frames(name)
   return data_config.num_frames if _from_files(name)[1].CLIPS else 1
+
+
+def frames_per_example(data_config) -> int:
+  """Frame blocks every example of a run reaches the model as (its one image layout, whichever
+  dataset the example comes from): with config.data.frames="blocks" the run's clip length (the
+  target dataset's frames), else 1: one image, clips tiled."""
+  if data_config.frames != "blocks":
+    return 1
+  return num_frames(name_of(data_config), data_config)
 
 
 def ships_captions(name: str) -> bool:

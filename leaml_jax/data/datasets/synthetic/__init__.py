@@ -1,6 +1,7 @@
 """Three procedural, seeded, offline VQA domains (the embedded default).
 
-  synthetic_general    everyday scenes; the demo's base model is pre-trained here
+  synthetic_general    everyday scenes, stills and 4-frame clips; the demo's base model is
+                       pre-trained here
   synthetic_endoscopy  GI-endoscopy look, Kvasir-VQA-like questions
   synthetic_sports     4-frame clips (a strip of frames), SPORTU-like 4-option questions
 
@@ -109,7 +110,7 @@ def _qa_type(t: Template, answer, options) -> str | None:
     return None
   parts = answer.split(MULTI_SEP) if t.multi else [answer]
   if (not all(p in t.answers for p in parts) or len(set(parts)) != len(parts)
-      or (t.multi and parts != sorted(parts)) or (len(parts) > 1 and "none" in parts)):
+      or (t.multi and parts != sorted(parts)) or (len(parts) > 1 and {"none", "nothing"} & set(parts))):
     return None
   return t.type
 
