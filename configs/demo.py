@@ -3,6 +3,8 @@ r"""Demo: LEAML end to end on the embedded synthetic benchmark (offline, CPU).
     python -m leaml_jax.main --config=configs/demo.py --workdir=runs/demo            # sports (default)
     python -m leaml_jax.main --config=configs/demo.py:endoscopy --workdir=runs/endo  # endoscopy domain
     python -m leaml_jax.main --config=configs/demo.py:quick --workdir=runs/quick     # small, for CI
+    python -m leaml_jax.main --config=configs/demo.py:claim --workdir=runs/claim     # the comparison
+    python -m leaml_jax.main --config=configs/demo.py:claim,endoscopy --workdir=runs/claim_endo
 
 Pre-trains the tiny base VLM on `synthetic_general`, then adapts it to the target domain with
 1% of the labels: relevance mask -> QA generator with caption distillation -> pseudo QA -> VQA
@@ -35,4 +37,23 @@ def get_config(arg: str = ""):
     for t in (c.base, c.qa_generator, c.vqa):
       t.warmup_steps = 5
     c.ablations = ()
+  if "claim" in opts:
+    claim(c)
   return c
+
+
+def claim(c) -> None:
+  """The comparison LEAML is judged by: every trained method tuned the same way on a dev split,
+  the compute-matched and connector baselines, and the 100%-labels ceiling, at a VQA budget where
+  that ceiling leaves room: measured (sports, 2026-12-02) 100% labels 65.7% vs 1% labels 35.8%
+  on the test split at 2,400 steps of batch 32."""
+  c.name = "demo_claim_endoscopy" if c.data.domain == "synthetic_endoscopy" else "demo_claim"
+  # Cheaper steps: the longest sequence of either domain is 34 tokens (teacher captions; VQA 25),
+  # so 36 text tokens instead of 48 drop only padding (train step at batch 32: 0.131 -> 0.103 s).
+  c.data.text_len = 36
+  c.data.dev_images = 100            # 5 QA each; drawn from the train pool, never trained on
+  c.tune.lrs, c.tune.evals = (1e-3, 3e-3), 4
+  c.vqa.steps = 1800
+  c.baselines.methods = ("zero_shot", "finetune", "lora", "finetune_matched", "lora_connector",
+                         "oracle_100")
+  c.ablations = ("no_mask", "random_mask")

@@ -207,3 +207,16 @@ def _unflat_lora(raw: dict) -> dict:
       path, _, factor = k[len("lora/"):].rpartition("/")
       out.setdefault(path, {})[factor] = v
   return out
+
+
+@pytest.mark.parametrize("arg,domain", [("claim", "synthetic_sports"),
+                                        ("claim,endoscopy", "synthetic_endoscopy")])
+def test_claim_config_turns_on_the_fair_comparison(arg, domain):
+  c = config_lib.load_config_file(f"configs/demo.py:{arg}")
+  config_lib.validate(c)
+  assert c.data.domain == domain and c.data.dev_images > 0 and len(c.tune.lrs) > 1
+  assert set(context.BASELINES) <= set(c.baselines.methods)
+  assert set(context.methods(c)) >= {"zero_shot", "leaml", "leaml_no_mask", "leaml_random_mask",
+                                     *context.BASELINES}
+  default = config_lib.load_config_file("configs/demo.py")
+  assert not default.tune.lrs and set(default.baselines.methods) == {"zero_shot", "finetune", "lora"}

@@ -328,6 +328,7 @@ def _remove(path: str) -> None:
   if jax.process_index() == 0 and os.path.isdir(path):
     shutil.rmtree(path)
 
+
 def _purpose_id(purpose: str) -> int:
   """The whole purpose string -> a 31-bit id (blake2s), so "vqa/labeled" and "vqa/pseudo" differ."""
   return int.from_bytes(hashlib.blake2s(purpose.encode(), digest_size=4).digest(), "little") >> 1
