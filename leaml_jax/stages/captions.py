@@ -7,7 +7,6 @@ dataset's own teacher captions (the synthetic worlds ship imperfect ones on purp
 from __future__ import annotations
 
 import logging
-import os
 
 from leaml_jax import generate
 from leaml_jax.data import datasets

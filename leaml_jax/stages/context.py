@@ -67,6 +67,19 @@ def seed_config(config, seed: int, *, shared_base: str = ""):
   return c
 
 
+def variant_outputs(config, artifact: str) -> list[str]:
+  """<variant>/<artifact> of LEAML and every configured ablation."""
+  return [os.path.join(v.directory, artifact) for v in variants(config)]
+
+
+def train_variants(ctx, stage: str, train_fn) -> None:
+  """train_fn(ctx, variant, "<variant>/<stage>") for each variant whose params are not there yet."""
+  for variant in variants(ctx.config):
+    name = os.path.join(variant.directory, stage)
+    if not ctx.has_params(name):
+      train_fn(ctx, variant, name)
+
+
 def methods(config) -> dict[str, str]:
   """Every evaluated method -> its params directory (relative to the workdir), in report order."""
   out = {}

@@ -1,7 +1,6 @@
 """Stage `evaluate`: greedy answers of every method on the same test questions -> eval/<method>.json."""
 from __future__ import annotations
 
-import os
 
 from leaml_jax import generate
 from leaml_jax.data import scoring

@@ -18,14 +18,11 @@ from leaml_jax.stages import artifacts, context
 
 
 def outputs(ctx) -> list[str]:
-  return [os.path.join(v.directory, "qa_generator") for v in context.variants(ctx.config)]
+  return context.variant_outputs(ctx.config, "qa_generator")
 
 
 def run(ctx) -> None:
-  for variant in context.variants(ctx.config):
-    name = os.path.join(variant.directory, "qa_generator")
-    if not ctx.has_params(name):
-      train_generator(ctx, variant, name)
+  context.train_variants(ctx, "qa_generator", train_generator)
 
 
 def train_generator(ctx, variant: context.Variant, name: str) -> None:

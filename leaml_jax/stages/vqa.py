@@ -3,21 +3,17 @@ ablation -> <variant>/vqa/ (params, tuning.json). Each batch draws config.vqa.ps
 rows from pseudo QA; lr and steps as every trained method gets them (Context.train_method)."""
 from __future__ import annotations
 
-import os
 
 from leaml_jax.data import pipeline
 from leaml_jax.stages import artifacts, context
 
 
 def outputs(ctx) -> list[str]:
-  return [os.path.join(v.directory, "vqa") for v in context.variants(ctx.config)]
+  return context.variant_outputs(ctx.config, "vqa")
 
 
 def run(ctx) -> None:
-  for variant in context.variants(ctx.config):
-    name = os.path.join(variant.directory, "vqa")
-    if not ctx.has_params(name):
-      train_vqa(ctx, variant, name)
+  context.train_variants(ctx, "vqa", train_vqa)
 
 
 def train_vqa(ctx, variant: context.Variant, name: str) -> None:
