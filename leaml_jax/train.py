@@ -22,7 +22,6 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from leaml_jax import checkpoint, optim, sharding as shd
