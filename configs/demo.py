@@ -52,9 +52,10 @@ def claim(c) -> None:
     sports      --config.vqa.steps=1800 --config.tune.lrs=1e-3,3e-3: 63.3% vs 35.9% (27.4 points)
     endoscopy   --config.vqa.steps=4000 --config.tune.lrs=1e-3,: 77.9% vs 47.9% (30.0 points);
                 dev at step 3,000 of that run 75.4% vs 44.0%, hence 3,000 steps here.
-  Cost, from measured train steps (batch 32: 0.108 s of CPU; QA generator, 32 + 32: 0.22 s),
-  per seed on this 2-core machine with the base not counted: sports about 59 min (53 without
-  oracle_100), endoscopy about 95 min; with one lr (--config.tune.lrs=1e-3,) about half."""
+  Cost per seed on this 2-core machine, the base not counted, estimated from measured train steps
+  (batch 32: 0.108 s of CPU; QA generator, 32 + 32: 0.22 s) and ~11 s per training run for
+  compiling and dev scoring: sports about 60 min (54 without oracle_100), endoscopy about 95 min;
+  with one lr (--config.tune.lrs=1e-3,) about 33 and 50 min."""
   endoscopy = c.data.domain == "synthetic_endoscopy"
   c.name = "demo_claim_endoscopy" if endoscopy else "demo_claim"
   # Cheaper steps: the longest sequence of either domain is 34 tokens (teacher captions; VQA 25),
@@ -62,7 +63,7 @@ def claim(c) -> None:
   c.data.text_len = 36
   c.data.dev_images = 100            # ~500 QA; drawn from the train pool, never trained on
   c.tune.lrs, c.tune.evals = (1e-3, 3e-3), 4
-  # Endoscopy's ceiling comes late (where a finding is: learnt in a late jump).
+  # The endoscopy ceiling needs more steps to leave the room (measured above).
   c.vqa.steps = 3000 if endoscopy else 1800
   c.baselines.methods = ("zero_shot", "finetune", "lora", "finetune_matched", "lora_connector",
                          "oracle_100")
