@@ -7,7 +7,8 @@ The LM works on embeddings: `embed` turns tokens into (scaled) embeddings, `__ca
 runs the blocks over any embedded sequence (the VLM prepends image tokens), `logits`
 applies the final norm and the (tied or untied) head. Attention masks and RoPE
 positions are built by the caller, so prefix-LM, padding and KV-cache decoding all
-share one code path. A KV cache is an explicit pytree: (k, v) stacked [depth, B, S, K, H].
+share one code path. A KV cache is an explicit pytree (k, v), head-major: [depth, B, K, S, H] with scanned layers,
+one [B, K, S, H] per layer otherwise (`init_cache`).
 Local (sliding-window) and global layers differ only in the mask and the RoPE table they take
 (Gemma3: two RoPE bases, linear scaling on the global layers); both are built once per call.
 """
@@ -84,21 +85,30 @@ def apply_rope(x_BTNH: Array, cos_BTH: Array, sin_BTH: Array) -> Array:
   return x_BTNH * cos_BTH[:, :, None, :] + rotated * sin_BTH[:, :, None, :]
 
 
-def attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS, *, scale: float, softcap: float | None,
+def attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS, *, scale: float, softcap: float | None,
               implementation: str) -> Array:
-  """Masked GQA attention. Soft-capping needs the logits, so it takes the einsum path."""
-  if softcap is None:
-    impl = None if implementation == "auto" else implementation
-    return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_BTS[:, None],
-                                        scale=scale, implementation=impl)
+  """Masked GQA attention; keys and values head-major [B,K,S,H], the KV cache's own layout, so a
+  decode step reads the cache in place (no per-step transpose of the whole cache). Soft-capping
+  and masking sit in the one fusion that makes the logits; softmax in float32 (as transformers).
+  `implementation="cudnn"` (or "auto" on a GPU, without soft-capping) hands the work to
+  jax.nn.dot_product_attention's fused kernel instead."""
   B, T, N, H = q_BTNH.shape
-  K = k_BSKH.shape[2]
-  q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-  logits = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, k_BSKH) * jnp.asarray(scale, q_BTNH.dtype)
-  logits = jnp.tanh(logits / softcap) * softcap
+  K = k_BKSH.shape[1]
+  fused = implementation == "cudnn" or (implementation == "auto" and softcap is None
+                                        and jax.default_backend() == "gpu")
+  if fused:
+    if softcap is not None:
+      raise ValueError("attention implementation 'cudnn' has no logit soft-capping; use 'xla' or 'auto'")
+    to_bskh = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731
+    return jax.nn.dot_product_attention(q_BTNH, to_bskh(k_BKSH), to_bskh(v_BKSH), mask=mask_BTS[:, None],
+                                        scale=scale, implementation=None if implementation == "auto" else "cudnn")
+  q_BKGTH = q_BTNH.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)
+  logits = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH * jnp.asarray(scale, q_BTNH.dtype), k_BKSH)
+  if softcap is not None:
+    logits = jnp.tanh(logits / softcap) * softcap
   logits = jnp.where(mask_BTS[:, None, None], logits.astype(jnp.float32), NEG_INF)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v_BSKH.dtype)  # HF: softmax in fp32, cast back
-  out = jnp.einsum("bkgts,bskh->btkgh", probs, v_BSKH)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_BKSH.dtype)
+  out = jnp.einsum("bkgts,bksh->btkgh", probs, v_BKSH)
   return out.reshape(B, T, N, H)
 
 
@@ -126,10 +136,11 @@ class Attention(nn.Module):
       k = RMSNorm(c.norm_eps, c.gemma_norm, self.param_dtype, "head_dim", name="k_norm")(k)
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head-major [B,K,T,H], as the cache
     if kv_cache is not None:  # write this step's keys at cache_index, attend over the whole cache
       k_cache, v_cache = kv_cache
-      k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
-      v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
+      k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, cache_index, 0))
+      v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, cache_index, 0))
       kv_cache = (k, v)
     scale = (c.query_pre_attn_scalar or c.head_dim) ** -0.5
     out = attention(q, k.astype(self.dtype), v.astype(self.dtype), mask_BTS, scale=scale,
@@ -234,7 +245,8 @@ class LM(nn.Module):
     """Runs all blocks. masks = (global [B,T,S] bool, local [B,T,S] bool or None); positions [B,T]
     (or [B,T,3] M-RoPE streams).
 
-    kv_cache: (k, v) each [depth,B,S,K,H] or None; written at `cache_index` along S.
+    kv_cache: (k, v) from `init_cache` (head-major, [depth,B,K,S,H] or one [B,K,S,H] per layer) or
+    None; written at `cache_index` along S.
     Returns (hidden [B,T,D] before the final norm is applied by `logits`, new kv_cache).
     """
     c = self.cfg
@@ -252,7 +264,19 @@ class LM(nn.Module):
       if layer_cache is not None:
         new_k.append(layer_cache[0])
         new_v.append(layer_cache[1])
-    return x_BTD, (None if kv_cache is None else (jnp.stack(new_k), jnp.stack(new_v)))
+    return x_BTD, (None if kv_cache is None else (tuple(new_k), tuple(new_v)))
+
+  def init_cache(self, batch: int, length: int):
+    """Empty KV cache (k, v), head-major: [depth,B,K,S,H] arrays with scanned layers, else a tuple
+    of [B,K,S,H] per layer, so each layer's cache is its own buffer and a decode step writes one
+    slot of it in place (no per-step slicing or restacking of the whole cache)."""
+    c = self.cfg
+    shape = (batch, c.num_kv_heads, length, c.head_dim)
+    if self.scan:
+      zeros = lambda: jnp.zeros((c.depth, *shape), self.dtype)  # noqa: E731
+    else:
+      zeros = lambda: tuple(jnp.zeros(shape, self.dtype) for _ in range(c.depth))  # noqa: E731
+    return zeros(), zeros()
 
   def logits(self, x_BTD: Array) -> Array:
     """Final norm + head; float32 logits [B,T,V] (soft-capped when final_logit_softcap is set)."""

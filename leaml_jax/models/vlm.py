@@ -49,7 +49,7 @@ from leaml_jax.models.lm import LM
 from leaml_jax.models.presets import VLMConfig
 from leaml_jax.models.vit import ViT
 
-Cache = dict[str, Any]  # k, v [depth,B,S,K,H]; key_mask [B,S] bool; key_pos [B,S]; index (); pos [B]
+Cache = dict[str, Any]  # k, v (LM.init_cache); key_mask [B,S] bool; key_pos [B,S]; index (); pos [B]
 
 
 def prefix_lm_mask(mask_ar_BT: jax.Array, valid_BT: jax.Array) -> jax.Array:
@@ -191,7 +191,6 @@ class VLM(nn.Module):
 
   def prefill(self, image, text, mask_ar, mask_input, cache_len: int):
     """Runs the (right-padded) prompt; returns (logits of each row's last real token [B,V], cache)."""
-    c = self.cfg.lm
     x, ar, valid, pos, _ = self._inputs(image, text, mask_ar, mask_input)
     B, T = valid.shape
     if cache_len < T:
@@ -202,8 +201,7 @@ class VLM(nn.Module):
     key_pos = jnp.pad(flat, pad)
     to_cache = lambda m: jnp.pad(m, [(0, 0), (0, 0), (0, cache_len - T)])  # noqa: E731
     mask = to_cache(prefix_lm_mask(ar, valid))
-    kv_shape = (c.depth, B, cache_len, c.num_kv_heads, c.head_dim)
-    kv = (jnp.zeros(kv_shape, self.cfg.dtype), jnp.zeros(kv_shape, self.cfg.dtype))
+    kv = self.llm.init_cache(B, cache_len)
     local = self._local(mask, flat, key_pos, to_cache(same_block(ar)))
     h, kv = self.llm(x, pos, (mask, local), kv, jnp.int32(0))
     last = jnp.max(jnp.where(valid, jnp.arange(T)[None], -1), axis=1)  # last real token per row
