@@ -1,6 +1,7 @@
 """Config checks at the user boundary: fail before any work starts, with a message to act on."""
 from __future__ import annotations
 
+from leaml_jax import profiler
 from leaml_jax.defaults import ALL_STAGES
 from leaml_jax.errors import ConfigError
 
@@ -17,6 +18,14 @@ def validate(c) -> None:
   unknown = [s for s in c.stages if s not in ALL_STAGES]
   if unknown:
     errs.append(f"config.stages has unknown stage(s) {unknown}; known: {list(ALL_STAGES)}")
+  try:
+    profile = profiler.parse(c.profile)
+  except ConfigError as e:
+    errs.append(str(e))
+  else:
+    if profile and profile[0] not in c.stages:
+      errs.append(f"config.profile={c.profile!r} names stage {profile[0]!r}, which this run does not run; "
+                  f"its stages: {list(c.stages)}")
   force = [s for s in str(c.force).split(",") if s and s != "all"]
   bad_force = [s for s in force if s not in ALL_STAGES]
   if bad_force:

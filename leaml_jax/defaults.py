@@ -33,6 +33,9 @@ def base_config() -> ConfigDict:
   c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1, num_devices=0,  # num_devices 0 = all
                            coordinator="", num_processes=1, process_id=0))
   c.progress = True  # tqdm progress bars
+  # STAGE:FIRST:NUM, e.g. "vqa:10:3": a jax.profiler trace of those steps under workdir/profile/
+  # (leaml_jax/profiler.py says what counts as a step and how to open the trace).
+  c.profile = ""
 
   c.data = ConfigDict(dict(
       source="synthetic",            # synthetic | kvasir_vqa | sportu_video

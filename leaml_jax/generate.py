@@ -26,7 +26,7 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from leaml_jax import processes, sharding as shd
+from leaml_jax import processes, profiler, sharding as shd
 from leaml_jax.data import encoders
 from leaml_jax.errors import ConfigError
 from leaml_jax.metrics import progress
@@ -198,10 +198,12 @@ def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: in
   fn = make_generate_fn(model, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
                         sample=sample, param_shardings=shardings, batch_shardings=batch_shardings)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  tokens, logprobs = fn(params, batch, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), rng)
-  tokens = np.asarray(jax.device_get(tokens)).astype(np.int32)
+  with profiler.generation_call():
+    tokens, logprobs = fn(params, batch, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), rng)
+    tokens, logprobs = jax.device_get((tokens, logprobs))
+  tokens = np.asarray(tokens).astype(np.int32)
   if return_logprobs:
-    return tokens, np.asarray(jax.device_get(logprobs), np.float32)
+    return tokens, np.asarray(logprobs, np.float32)
   return tokens
 
 

@@ -95,7 +95,9 @@ def run_stages(config, workdir: str, registry) -> dict:
       continue
     print(f"[leaml] {name}: running", flush=True)
     t0 = time.perf_counter()
-    registry[name].run(ctx)
+    from leaml_jax import profiler
+    with profiler.stage(name, config.profile, workdir):
+      registry[name].run(ctx)
     timings[name] = time.perf_counter() - t0
     artifacts.write_json(marker, {"stage": name, "seconds": timings[name], "finished": time.time()})
     print(f"[leaml] {name}: done in {timings[name]:.1f}s", flush=True)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from leaml_jax import checkpoint, optim, sharding as shd
+from leaml_jax import checkpoint, optim, profiler, sharding as shd
 from leaml_jax.errors import NonFiniteLossError, Preempted
 from leaml_jax.metrics import progress
 
@@ -163,7 +163,10 @@ def _loop(state, step_fn, data_iter, start, num_steps, rng, mesh, checkpointer, 
     if host_batch_fn is not None:
       host_batch = host_batch_fn(host_batch)
     batch = shd.shard_batch(host_batch, mesh)
-    state, m = step_fn(state, batch, rng)
+    profiler.step_begin("train", step)
+    with profiler.annotation("train", step):
+      state, m = step_fn(state, batch, rng)
+    profiler.step_end("train", step, (state, m))
     done = step + 1
     if done % log_every == 0 or done == num_steps or (checkpointer and checkpointer.should_save(done)):
       _check_finite(state, desc, checkpointer)

@@ -1,4 +1,5 @@
 """Smoke test of the whole LEAML pipeline (configs/demo.py:quick, shrunk) -> a valid report."""
+import glob
 import json
 import os
 
@@ -23,7 +24,7 @@ def _quick_config(**overrides):
 
 def test_quick_pipeline_writes_valid_report(tmp_path, monkeypatch, capsys):
   workdir = str(tmp_path / "run")
-  cfg = _quick_config()
+  cfg = _quick_config(profile="vqa:1:2")
   purposes = set()
   original_rng = context.Context.rng
   monkeypatch.setattr(context.Context, "rng",
@@ -51,6 +52,8 @@ def test_quick_pipeline_writes_valid_report(tmp_path, monkeypatch, capsys):
   for f in ("report.md", "plots/accuracy.png", "relevance/stats.json", "pseudo_qa.jsonl",
             "qa_generator/metrics.jsonl"):
     assert os.path.exists(os.path.join(workdir, f)), f
+  # --config.profile=vqa:1:2 left a trace of VQA steps 1-2 in TensorBoard's layout.
+  assert glob.glob(os.path.join(workdir, "profile", "vqa", "plugins", "profile", "*", "*.trace.json.gz"))
   splits = json.load(open(os.path.join(workdir, "data", "splits.json")))
   assert not set(splits["labeled"]) & set(splits["test"])
   assert not set(splits["labeled"]) & set(splits["unlabeled"])
