@@ -41,7 +41,7 @@ def _video_batch(f, padding_side="right", seed=1, fps=3.0):
   patch lasts 2/3 s, so Qwen2.5-VL's temporal step is 2 x 2/3 = 1.33 positions (truncated)."""
   rng = np.random.default_rng(seed)
   f.processor.tokenizer.padding_side = padding_side
-  clips = [[rng.integers(0, 256, (8, 56, 84, 3), dtype=np.uint8)], [rng.integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)]]
+  clips = [[rng.integers(0, 256, (n, 56, 84, 3), dtype=np.uint8)] for n in (8, 4)]
   return f.processor(images=[images(rng, [(56, 84)]), []], videos=clips, fps=fps,
                      text=[f"{words(rng, 2)}{IMG}{words(rng, 2)}{VID}{words(rng, 3)}", f"{VID}{words(rng, 5)}"])
 

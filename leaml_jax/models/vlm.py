@@ -16,9 +16,10 @@ onto causal-or-block there.
 
 Gemma 3 is causal with each run of image tokens one bidirectional block: `image_block_mask_ar`
 writes that as mask_ar (1 everywhere but on an image token that follows another), so the same
-cumsum rule covers it. Qwen2-VL (cfg.lm.mrope_section) is causal and positions are M-RoPE
-streams [B,T,3] (`mrope_positions`, the image grid read off the image); decoding continues one
-past the largest.
+cumsum rule covers it. Qwen2-VL / Qwen2.5-VL (cfg.lm.mrope_section) are causal and positions are
+M-RoPE streams [B,T,3] (`mrope_positions`, the image grid read off the image); decoding continues
+one past the largest. A video is its temporal patches as consecutive images ([..., 3·frames]
+channels), its tokens `cfg.video_token_id`.
 
 `image` is [B,height,width,3] or [B,I,height,width,3]: I images (e.g. video frames) per row,
 each encoded on its own; in the prefix layout their tokens are concatenated in order (I·P
@@ -163,7 +164,8 @@ class VLM(nn.Module):
     patches of `frames`) takes still images [..., 3], each as `frames` equal frames, or temporal
     patches of a video [..., 3·frames] (frames stacked frame-major along channels)."""
     frames = self.cfg.vit.frames
-    still = lambda im: self.img(jnp.tile(im, (1, 1, 1, frames)) if frames > 1 and im.shape[-1] == 3 else im)  # noqa: E731
+    tile = frames > 1 and image.shape[-1] == 3  # a still image; 3·frames channels: a video's temporal patch
+    still = lambda im: self.img(jnp.tile(im, (1, 1, 1, frames)) if tile else im)  # noqa: E731
     if frames > 1 and self.cfg.vit.family == "siglip" and image.ndim != 4:
       if image.ndim != 5 or image.shape[1] != frames:
         raise ValueError(f"image {image.shape}: this tubelet tower takes clips [B, {frames}, height, width, 3] "

@@ -152,7 +152,7 @@ _TOP_CONNECTOR = {
     "avg_pool": {  # Gemma 3's projector: a bare [vision width, LM width] matrix after an RMSNorm
         "img/head/kernel": ("connector.mm_input_projection_weight", "id"),
         "img/head_norm/scale": ("connector.mm_soft_emb_norm.weight", "id")},
-    "patch_merger": {  # Qwen2-VL: our final LayerNorm is its merger's ln_q, then a 2-layer MLP
+    "patch_merger": {  # Qwen2(.5)-VL: our final Layer/RMSNorm is its merger's ln_q, then a 2-layer MLP
         "img/embedding/kernel": ("vision.patch_embed.proj.weight", "conv3d"),
         "img/Transformer/encoder_norm/scale": ("vision.merger.ln_q.weight", "id"),
         "img/Transformer/encoder_norm/bias": ("vision.merger.ln_q.bias", "id"),

@@ -33,7 +33,8 @@ def _to_numpy(x, dtype=None) -> np.ndarray:
 
 def inline_inputs(model: VLM, inputs: dict):
   """Processor dict -> (cfg with the image token id set, so the inline layout;
-  image [B,I,height,width,3], ids_BT, mask_ar_BT, valid_BT), after checking it fits the model."""
+  image [B,I,height,width,3] (Qwen: [B,I,height,width,3·frames]), ids_BT, mask_ar_BT, valid_BT),
+  after checking it fits the model."""
   unknown = sorted(set(inputs) - set(_INPUT_KEYS))
   if unknown:
     raise TypeError(f"hf: unsupported processor output(s) {unknown}; this family takes {_INPUT_KEYS}")
