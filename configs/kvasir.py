@@ -22,7 +22,9 @@ r"""Kvasir-VQA: LEAML on GI-endoscopy images with a real base VLM (PaliGemma 2 3
    and per image class, plus BLEU and ROUGE-L (eval/<method>.json).
 
 The training recipe (base model, dtypes, mesh, steps, batch sizes, `:tiny` for tests) is
-configs/sports.py's; only the dataset differs.
+configs/sports.py's; only the dataset differs. Its docstring gives the command for Qwen2.5-VL-72B as
+the caption teacher (sharded over the mesh; the same with --config=configs/kvasir.py) and the
+per-device memory `jax.eval_shape` implies for it on v5p-64 and on 8 x 80 GB GPUs.
 """
 import os
 import runpy

@@ -21,6 +21,26 @@ r"""SPORTU-video: LEAML on real sports clips with a real base VLM (PaliGemma 2 3
    blocks instead of one 2x2 tiled image: --config.data.frames=blocks --config.data.num_frames=8.
    Ablations: --config.ablations=no_mask,random_mask,no_distill.
 
+Qwen2.5-VL-72B (the paper's teacher) as the caption teacher, its parameters sharded over the
+whole mesh (fsdp over every chip; `hf.load` streams each tensor straight into its shard), run as a
+stage of its own so the teacher may keep bfloat16 parameters while training keeps float32:
+     huggingface-cli download Qwen/Qwen2.5-VL-72B-Instruct --local-dir ckpt/Qwen2.5-VL-72B-Instruct
+     python -m leaml_jax.main --config=configs/sports.py --workdir=gs://BUCKET/runs/sports \
+         --config.stages=prepare,captions --config.model.param_dtype=bfloat16 \
+         --config.captions.teacher_path=ckpt/Qwen2.5-VL-72B-Instruct --config.captions.batch_size=32
+   then the run above without captions.path (the captions stage is complete, so it is skipped).
+   Not runnable yet: data/encoders/hf.py has no data layout for the Qwen2-VL / Qwen2.5-VL
+   processors, so the captions stage stops naming the processor. The model side is done and
+   tested on tiny checkpoints: loading, parity with transformers, video, sharded greedy generation.
+   Per-device memory this implies, computed (not measured) with `jax.eval_shape` of the
+   qwen2_5_vl_72b preset (73.4B parameters) under sharding.RULES, KV cache for a batch of 32 x 512
+   positions in bfloat16; activations and the layer weights FSDP gathers per step are not counted
+   (tests/test_teacher_sharded.py recomputes these lines):
+     v5p-64 (32 chips, 95 GB each), fsdp 32, float32 params: parameters 8.6 GiB + KV cache 0.16 GiB
+     v5p-64 (32 chips, 95 GB each), fsdp 32, bfloat16 params: parameters 4.3 GiB + KV cache 0.16 GiB
+     8 x 80 GB GPUs, fsdp 8, float32 params: parameters 34.3 GiB + KV cache 0.62 GiB
+     8 x 80 GB GPUs, fsdp 8, bfloat16 params: parameters 17.1 GiB + KV cache 0.62 GiB
+
 `configs/sports.py:tiny` is the same pipeline shrunk for tests (tiny model pre-trained on the
 synthetic general domain, 32 px, a few steps); it still needs data.path and captions.path.
 """

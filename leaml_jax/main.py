@@ -37,6 +37,8 @@ def main(config, workdir: str) -> dict:
   processes.initialize(config.mesh)  # before any other jax call; once; no-op on one machine
   from leaml_jax.data import datasets
   datasets.check_config(config, workdir)  # the dataset's files must be there before any work
+  from leaml_jax.stages import export
+  export.check_config(config)  # an export the base cannot make is refused before any training
   enable_compilation_cache()
   from leaml_jax import metrics
   metrics.SHOW_PROGRESS = bool(config.progress)

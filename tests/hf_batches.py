@@ -14,7 +14,9 @@ def batch_from_hf_inputs(model: VLM, **inputs) -> dict[str, np.ndarray]:
   For `leaml_jax.generate.generate` on prompts a processor made (either padding side).
   PaliGemma (prefix layout): image tokens dropped from the text; image [B,height,width,3] for
   one image per row, [B,I,height,width,3] for I (their tokens must lead each row, as the
-  processor puts them).
+  processor puts them). Qwen2-VL / Qwen2.5-VL: image [B,I,height,width,3·frames], videos as their
+  temporal patches; a Qwen2.5-VL video batch's fps is `inline_inputs(...)[0].seconds_per_patch`,
+  which the model generating it must carry (the batch has no field for it).
   """
   cfg, image, ids_BT, mask_ar_BT, valid_BT = inline_inputs(model, inputs)
   keep_BT = valid_BT.astype(bool)

@@ -1,5 +1,5 @@
-"""Tiny random transformers families (PaliGemma, PaliGemma 2, SmolVLM, Gemma 3, Qwen2-VL) saved as
-checkpoint directories.
+"""Tiny random transformers families (PaliGemma, PaliGemma 2, SmolVLM, Gemma 3, Qwen2-VL, Qwen2.5-VL)
+saved as checkpoint directories.
 
 Built with transformers' own config/model classes, saved with `save_pretrained`, and fed
 batches from real processors (built offline around a tiny word-level tokenizer). Every weight,
@@ -16,7 +16,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor,
                           Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
                           Idefics3Processor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
-                          PaliGemmaProcessor, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+                          PaliGemmaProcessor, PreTrainedTokenizerFast, Qwen2_5_VLConfig,
+                          Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
                           Qwen2VLImageProcessorPil, SiglipImageProcessorPil)
 
 from leaml_jax.models import hf
@@ -89,7 +90,7 @@ class Family:
       if purpose == "logits":
         kw["suffix"] = [words(rng, 14), words(rng, 6)]
       return self.processor(images=images(rng, [(40, 50), (30, 20)]), text=prompts, **kw)
-    if self.name == "qwen2_vl":  # two images in the first row, one in the second, all 56x84 pixels
+    if self.name.startswith("qwen"):  # two images in the first row, one in the second, all 56x84 pixels
       img = "<|vision_start|><|image_pad|><|vision_end|>"
       text = [f"{words(rng, 2)}{img}{words(rng, 3)}{img}", f"{img}{words(rng, 2)}"]
       if purpose == "logits":
@@ -171,19 +172,49 @@ def _gemma3(chat):
 
 
 class Qwen2VLInputs:
-  """What Qwen2VLProcessor returns for images and text, built from its image processor and
-  tokenizer: the processor itself cannot be made without torchvision (for its video half)."""
+  """What Qwen2VLProcessor / Qwen2_5_VLProcessor return for images, videos and text, built from the
+  image processor and tokenizer: the processors cannot be made without torchvision (their video
+  processor needs it). Videos (lists of equal-size uint8 frames, an even number) are resized and
+  normalised frame by frame by the image processor and laid out as Qwen2VLVideoProcessor lays them
+  out: per temporal patch of 2 frames, the image processor's patch order with the two frames along
+  the temporal axis (video_processing_qwen2_vl.py `_preprocess`); second_per_grid_ts = 2 / fps
+  (Qwen2.5-VL)."""
 
-  def __init__(self, image_processor, tokenizer):
-    self.image_processor, self.tokenizer = image_processor, tokenizer
+  def __init__(self, image_processor, tokenizer, with_seconds=False):
+    self.image_processor, self.tokenizer, self.with_seconds = image_processor, tokenizer, with_seconds
 
-  def __call__(self, images, text, return_tensors="pt", padding="longest"):
-    out = self.image_processor(images=[im for row in images for im in row], return_tensors=return_tensors)
-    counts = iter((out["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2).tolist())
-    text = [t.replace("<|image_pad|>", "\0").replace("\0", "{}").format(
-        *["<|image_pad|>" * next(counts) for _ in range(t.count("<|image_pad|>"))]) for t in text]
+  def _videos(self, videos, fps):
+    ip, patches, grids = self.image_processor, [], []
+    T, p = ip.temporal_patch_size, ip.patch_size
+    for frames in videos:
+      assert len(frames) % T == 0
+      out = ip(images=list(frames), return_tensors="np")
+      (_, h, w), n = out["image_grid_thw"][0], len(frames)
+      per_frame = out["pixel_values"].reshape(n, h * w, 3, T, p, p)[:, :, :, 0]  # each frame is repeated T times
+      clip = per_frame.reshape(n // T, T, h * w, 3, p, p).transpose(0, 2, 3, 1, 4, 5)
+      patches.append(clip.reshape(n // T * h * w, 3 * T * p * p))
+      grids.append([n // T, h, w])
+    out = {"pixel_values_videos": torch.tensor(np.concatenate(patches)), "video_grid_thw": torch.tensor(grids)}
+    if self.with_seconds:
+      out["second_per_grid_ts"] = torch.tensor([T / fps] * len(videos))
+    return out
+
+  def __call__(self, images=None, text=None, videos=None, fps=2.0, return_tensors="pt", padding="longest"):
+    out = {}
+    if images:
+      out.update(self.image_processor(images=[im for row in images for im in row], return_tensors=return_tensors))
+    if videos:
+      out.update(self._videos([v for row in videos for v in row], fps))
+    m2 = self.image_processor.merge_size ** 2
+    for pad, key in (("<|image_pad|>", "image_grid_thw"), ("<|video_pad|>", "video_grid_thw")):
+      if key in out:
+        counts = iter((out[key].prod(-1) // m2).tolist())
+        text = [t.replace(pad, "\0").replace("\0", "{}").format(*[pad * next(counts) for _ in range(t.count(pad))])
+                for t in text]
     tok = self.tokenizer(text, return_tensors=return_tensors, padding=padding)
-    return {**tok, **out, "mm_token_type_ids": (tok["input_ids"] == self.tokenizer.image_token_id).int()}
+    kind = (tok["input_ids"] == self.tokenizer.image_token_id).int() + 2 * (
+        tok["input_ids"] == self.tokenizer.video_token_id).int()
+    return {**tok, **out, "mm_token_type_ids": kind}
 
 
 def _qwen2_vl():
@@ -203,17 +234,39 @@ def _qwen2_vl():
   return randomise(Qwen2VLForConditionalGeneration(cfg), seed=13), processor
 
 
+def _qwen2_5_vl():
+  """The 2.5 tower in 14-pixel patches, 2x2 merged, 4 blocks: 1 and 3 attend over the whole image,
+  0 and 2 within 56-pixel windows (4x4 patches, 2x2 tokens), so a 112x84 image (8x6 patches) has
+  four windows, two of them cut by its right edge. Untied LM head (as the 7B and 72B), M-RoPE
+  sections (2, 2, 2), tokens_per_second 2 (as the released checkpoints)."""
+  named = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"}
+  tok = word_tokenizer(["<|vision_start|>", "<|vision_end|>", *named.values()], named)
+  processor = Qwen2VLInputs(Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112), tok, with_seconds=True)
+  text = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+              vocab_size=128, rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 2, 2]),
+              pad_token_id=0, eos_token_id=1, bos_token_id=2)
+  vision = dict(depth=4, hidden_size=32, intermediate_size=40, num_heads=4, out_hidden_size=48, patch_size=14,
+                window_size=56, fullatt_block_indexes=[1, 3], tokens_per_second=2)
+  cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=tok.image_token_id,
+                         video_token_id=tok.video_token_id, tie_word_embeddings=False,
+                         vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
+  return randomise(Qwen2_5_VLForConditionalGeneration(cfg), seed=17), processor
+
+
 @functools.lru_cache(maxsize=None)
 def family(name) -> Family:
-  """"paligemma", "paligemma2", "smolvlm", "gemma3" (no chat template), "gemma3_chat" or "qwen2_vl"."""
+  """"paligemma", "paligemma2", "smolvlm", "gemma3" (no chat template), "gemma3_chat", "qwen2_vl" or
+  "qwen2_5_vl"."""
   directory = Path(tempfile.mkdtemp(prefix=f"hf_{name}_"))
   if name == "qwen2_vl":
     model, processor = _qwen2_vl()
+  elif name == "qwen2_5_vl":
+    model, processor = _qwen2_5_vl()
   elif name.startswith("gemma3"):
     model, processor = _gemma3(chat=name == "gemma3_chat")
   else:
     model, processor = _smolvlm(directory) if name == "smolvlm" else _paligemma(name, directory)
   model.save_pretrained(directory, safe_serialization=True)
-  if name != "qwen2_vl":
+  if not name.startswith("qwen"):
     processor.save_pretrained(directory)
   return Family(name, model, processor, directory)

@@ -190,3 +190,12 @@ def test_save_in_bfloat16(tmp_path):
   np.testing.assert_array_equal(stored, ours.astype(jax.numpy.bfloat16))
   reloaded = PaliGemmaForConditionalGeneration.from_pretrained(out)
   assert reloaded.dtype == torch.bfloat16
+
+
+def test_an_export_the_synthetic_base_cannot_make_is_refused_before_any_stage_runs(tmp_path):
+  """stages with export and the sports demo's tubelet tower: refused at config time, nothing built."""
+  cfg = _config("configs/demo.py:quick", **{"model.vit_frames": "4", "data.frames": "blocks",
+                                             "stages": "prepare,base,export"})
+  with pytest.raises(ConfigError, match="no exact transformers architecture.*tubelet vision tower"):
+    main.main(cfg, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "data").exists() and not (tmp_path / "run" / "base").exists()

@@ -1,6 +1,7 @@
 """Qwen2-VL against transformers beyond the shared parity tests of test_hf.py: M-RoPE positions,
 another image bucket, both checkpoint key layouts, the full-size preset (tests/hf_families.py:
-tiny random Qwen2-VL; its processor is emulated, as Qwen2VLProcessor needs torchvision)."""
+tiny random Qwen2-VL; its processor is emulated, as Qwen2VLProcessor needs torchvision). Its
+video tests are in test_qwen25_vl.py, beside Qwen2.5-VL's."""
 import shutil
 
 import jax

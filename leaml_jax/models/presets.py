@@ -11,6 +11,9 @@ Real presets use the numbers of the Hugging Face `config.json` files, so that
                  Gemma3 4B (5 local : 1 global layers, q/k norms) (~4.30B)
   qwen2_vl_2b    Qwen/Qwen2-VL-2B-Instruct  its 675M tower (2-D RoPE, 2x2 patch merger) at a
                  448x448 bucket (256 tokens; any multiple of 28 runs), Qwen2 1.5B with M-RoPE (~2.21B)
+  qwen2_5_vl_3b / _7b / _72b  Qwen/Qwen2.5-VL-{3B,7B,72B}-Instruct  the 2.5 tower (RMSNorm, SwiGLU,
+                 112-pixel attention windows with full attention in blocks 7/15/23/31) at the same
+                 448x448 bucket, Qwen2.5 LMs with M-RoPE (~3.75B / ~8.29B / ~73.4B)
 
 Tiny presets (`tiny`, `tiny_gemma2`, `tiny_llama`, `tiny_qwen2`) shrink the same
 families for CPU tests and the offline demo.
@@ -24,7 +27,7 @@ from typing import Any
 LM_FAMILIES = ("gemma", "gemma2", "gemma3", "llama", "qwen2")  # LMConfig.family values
 ACTIVATIONS = ("gelu_tanh", "silu")  # LM MLPs
 CONNECTORS = ("linear", "pixel_shuffle", "avg_pool", "patch_merger")
-VIT_FAMILIES = ("siglip", "qwen2_vl")
+VIT_FAMILIES = ("siglip", "qwen2_vl", "qwen2_5_vl")
 REMAT = ("none", "full", "dots")
 ATTENTION = ("auto", "xla", "cudnn")
 
@@ -79,7 +82,9 @@ class ViTConfig:
   """Vision tower: patch conv, pre-LN blocks, final LN, no pooling. family "siglip": learned
   position embedding, conv bias, gelu_tanh; "qwen2_vl": 2-D RoPE in attention (fused qkv), no
   position embedding nor conv bias, quick_gelu, `frames` = its temporal patch size (a still image
-  is `frames` equal frames), any image size divisible by patch_size · the merge factor."""
+  is `frames` equal frames), any image size divisible by patch_size · the merge factor;
+  "qwen2_5_vl": as qwen2_vl with RMSNorms, a SwiGLU MLP with biases, and attention within
+  `window_size`-pixel windows except in the blocks `full_attention_blocks`."""
   image_size: tuple[int, int]
   patch_size: int
   width: int
@@ -91,9 +96,12 @@ class ViTConfig:
   # channels, so motion inside a patch is a local feature. 1 = still images (every HF family).
   frames: int = 1
   family: str = "siglip"
+  window_size: int = 0                        # qwen2_5_vl: attention window side in pixels (config.json's)
+  full_attention_blocks: tuple[int, ...] = ()  # qwen2_5_vl: blocks attending over the whole image
 
   def __post_init__(self):
     object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+    object.__setattr__(self, "full_attention_blocks", tuple(int(i) for i in self.full_attention_blocks))
     _check(self.family in VIT_FAMILIES, f"ViTConfig.family={self.family!r}: use one of {VIT_FAMILIES}")
     _check(self.frames >= 1, f"ViTConfig: frames must be >= 1, got {self.frames}")
     h, w = self.image_size
@@ -131,13 +139,22 @@ class VLMConfig:
   # (transformers' PaliGemma 2 ORs the block onto the window); False: the window cuts blocks too
   # (transformers' Gemma 3 ANDs the window onto causal-or-block).
   local_sees_block: bool = True
+  # Qwen2-VL / Qwen2.5-VL video: the id whose positions take a video's features (after any images
+  # of the row, in text order), and the M-RoPE temporal position of temporal patch t:
+  # t · tokens_per_second · seconds_per_patch (Qwen2.5-VL; truncated as transformers does), or t
+  # (tokens_per_second None, Qwen2-VL). seconds_per_patch is the clips' temporal_patch_size / fps
+  # (transformers' second_per_grid_ts), one value per batch.
+  video_token_id: int | None = None
+  tokens_per_second: float | None = None
+  seconds_per_patch: float = 1.0
 
   def __post_init__(self):
     _check(self.connector in CONNECTORS, f"VLMConfig.connector={self.connector!r}: use one of {CONNECTORS}")
     _check(self.remat in REMAT, f"VLMConfig.remat={self.remat!r}: use one of {REMAT}")
     _check(self.attention in ATTENTION, f"VLMConfig.attention={self.attention!r}: use one of {ATTENTION}")
-    _check((self.connector == "patch_merger") == (self.vit.family == "qwen2_vl"),
-           f"VLMConfig: connector {self.connector!r} with a {self.vit.family} tower; patch_merger goes with qwen2_vl")
+    _check((self.connector == "patch_merger") == (self.vit.family in ("qwen2_vl", "qwen2_5_vl")),
+           f"VLMConfig: connector {self.connector!r} with a {self.vit.family} tower; patch_merger goes with "
+           "qwen2_vl / qwen2_5_vl")
     if self.connector != "linear":
       gh, gw = self.vit.grid
       s = self.connector_factor
@@ -197,6 +214,20 @@ QWEN2_1_5B = LMConfig(vocab_size=151936, width=1536, depth=28, mlp_dim=8960, num
                       head_dim=128, family="qwen2", act="silu", rope_theta=1e6, qkv_bias=True, scale_embeddings=False,
                       gemma_norm=False, mrope_section=(16, 24, 24))
 
+# Qwen2.5-VL: one tower (675M) for every size, only its merger's output width and (72B) MLP differ.
+QWEN2_5_VL_VIT = ViTConfig(image_size=(448, 448), patch_size=14, width=1280, depth=32, mlp_dim=3420, num_heads=16,
+                           frames=2, family="qwen2_5_vl", window_size=112, full_attention_blocks=(7, 15, 23, 31))
+_QWEN2_5 = dict(family="qwen2", act="silu", rope_theta=1e6, qkv_bias=True, scale_embeddings=False, gemma_norm=False,
+                mrope_section=(16, 24, 24))
+QWEN2_5_3B = LMConfig(vocab_size=151936, width=2048, depth=36, mlp_dim=11008, num_heads=16, num_kv_heads=2,
+                      head_dim=128, **_QWEN2_5)
+QWEN2_5_7B = LMConfig(vocab_size=152064, width=3584, depth=28, mlp_dim=18944, num_heads=28, num_kv_heads=4,
+                      head_dim=128, tie_embeddings=False, **_QWEN2_5)
+QWEN2_5_72B = LMConfig(vocab_size=152064, width=8192, depth=80, mlp_dim=29568, num_heads=64, num_kv_heads=8,
+                       head_dim=128, tie_embeddings=False, **_QWEN2_5)
+_QWEN2_5_VL = dict(connector="patch_merger", pixel_shuffle_factor=2, position_offset=0, image_token_id=151655,
+                   video_token_id=151656, tokens_per_second=2)
+
 TINY_VIT = ViTConfig(image_size=(32, 32), patch_size=8, width=64, depth=2, mlp_dim=128, num_heads=4)
 _TINY_LM = dict(vocab_size=512, width=96, depth=2, mlp_dim=256, num_heads=4, head_dim=24)
 
@@ -219,7 +250,10 @@ PRESETS: dict[str, VLMConfig] = {
     "gemma3_4b": VLMConfig(vit=SIGLIP_SO400M_14_896, lm=GEMMA3_4B, connector="avg_pool", pool_factor=4,
                            position_offset=0, image_token_id=262144, local_sees_block=False),
     "qwen2_vl_2b": VLMConfig(vit=QWEN2_VL_VIT, lm=QWEN2_1_5B, connector="patch_merger", pixel_shuffle_factor=2,
-                             position_offset=0, image_token_id=151655),
+                             position_offset=0, image_token_id=151655, video_token_id=151656),
+    "qwen2_5_vl_3b": VLMConfig(vit=QWEN2_5_VL_VIT, lm=QWEN2_5_3B, **_QWEN2_5_VL),
+    "qwen2_5_vl_7b": VLMConfig(vit=QWEN2_5_VL_VIT, lm=QWEN2_5_7B, **_QWEN2_5_VL),
+    "qwen2_5_vl_72b": VLMConfig(vit=dataclasses.replace(QWEN2_5_VL_VIT, mlp_dim=3456), lm=QWEN2_5_72B, **_QWEN2_5_VL),
 }
 
 
@@ -245,6 +279,7 @@ def to_dict(cfg: VLMConfig) -> dict[str, Any]:
   """JSON-ready dict (saved next to checkpoints)."""
   d = dataclasses.asdict(cfg)
   d["vit"]["image_size"] = list(d["vit"]["image_size"])
+  d["vit"]["full_attention_blocks"] = list(d["vit"]["full_attention_blocks"])
   return d
 
 

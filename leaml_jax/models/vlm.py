@@ -16,9 +16,10 @@ onto causal-or-block there.
 
 Gemma 3 is causal with each run of image tokens one bidirectional block: `image_block_mask_ar`
 writes that as mask_ar (1 everywhere but on an image token that follows another), so the same
-cumsum rule covers it. Qwen2-VL (cfg.lm.mrope_section) is causal and positions are M-RoPE
-streams [B,T,3] (`mrope_positions`, the image grid read off the image); decoding continues one
-past the largest.
+cumsum rule covers it. Qwen2-VL / Qwen2.5-VL (cfg.lm.mrope_section) are causal and positions are
+M-RoPE streams [B,T,3] (`mrope_positions`, the image grid read off the image); decoding continues
+one past the largest. A video is its temporal patches as consecutive images ([..., 3·frames]
+channels), its tokens `cfg.video_token_id`.
 
 `image` is [B,height,width,3] or [B,I,height,width,3]: I images (e.g. video frames) per row,
 each encoded on its own; in the prefix layout their tokens are concatenated in order (I·P
@@ -73,19 +74,26 @@ def image_block_mask_ar(is_image_BT) -> np.ndarray:
   return (~(is_image_BT & follows)).astype(np.int32)
 
 
-def mrope_positions(is_image_BT, valid_BT, grid: tuple[int, int]) -> jax.Array:
-  """[B,T,3] M-RoPE positions (temporal, height, width) as transformers' Qwen2-VL `get_rope_index`
-  gives them, for images of `grid` (rows, cols) tokens: a text token's three streams are equal
-  and count on from the previous token; an image's tokens sit at start + (0, row, col), and the
-  text after it starts at start + max(rows, cols). Padding is skipped."""
+def mrope_positions(is_image_BT, valid_BT, grid: tuple[int, int], time_step: float = 1.0) -> jax.Array:
+  """[B,T,3] M-RoPE positions (temporal, height, width) as transformers' Qwen2-VL / Qwen2.5-VL
+  `get_rope_index` gives them, for images and videos of `grid` (rows, cols) tokens per temporal
+  patch. Each run of image (or video) tokens is one image or video: its k-th token sits at
+  start + (floor(t · time_step), row, col) with t = k // (rows·cols); a text token's three streams
+  are equal and count on from the previous token, and the text after a run starts at
+  start + max(rows, cols) whatever the run's length. Padding is skipped."""
   P, side = grid[0] * grid[1], max(grid)
   img = is_image_BT & valid_BT
   txt = valid_BT & ~is_image_BT
+  prev = jnp.concatenate([jnp.zeros_like(img[:, :1]), img[:, :-1]], axis=1)
+  run_start = img & ~prev
   text_before = jnp.cumsum(txt, axis=1, dtype=jnp.int32) - txt
   img_before = jnp.cumsum(img, axis=1, dtype=jnp.int32) - img
-  start = text_before + (img_before // P) * side
-  k = jnp.where(img, img_before % P, 0)
-  return jnp.stack([start, start + k // grid[1], start + k % grid[1]], axis=-1)
+  runs_before = jnp.cumsum(run_start, axis=1, dtype=jnp.int32) - img
+  start = text_before + runs_before * side
+  k = jnp.where(img, img_before - jax.lax.cummax(jnp.where(run_start, img_before, 0), axis=1), 0)
+  t = (jnp.asarray(k // P, jnp.float32) * jnp.float32(time_step)).astype(jnp.int32)
+  k = k % P
+  return jnp.stack([start + t, start + k // grid[1], start + k % grid[1]], axis=-1)
 
 
 def dummy_inputs(cfg: VLMConfig, batch: int = 1, text_len: int = 4):
@@ -132,13 +140,17 @@ class VLM(nn.Module):
     """
     z_img = self._encode_images(image).astype(z_txt.dtype)
     is_img = text == self.cfg.image_token_id
+    if self.cfg.video_token_id is not None:  # Qwen2-VL videos: their temporal patches are images in order
+      is_img |= text == self.cfg.video_token_id
     idx = jnp.clip(jnp.cumsum(is_img, axis=1) - 1, 0, z_img.shape[1] - 1)
     x = jnp.where(is_img[..., None], jnp.take_along_axis(z_img, idx[..., None], axis=1), z_txt)
     valid = mask_input.astype(bool)
     if self.cfg.lm.mrope_section is not None:
       s = self.cfg.connector_factor
       grid = (image.shape[-3] // (self.cfg.vit.patch_size * s), image.shape[-2] // (self.cfg.vit.patch_size * s))
-      return x, mask_ar.astype(jnp.int32), valid, mrope_positions(is_img, valid, grid), 0
+      step = 1.0 if self.cfg.tokens_per_second is None else (
+          np.float32(self.cfg.tokens_per_second) * np.float32(self.cfg.seconds_per_patch))
+      return x, mask_ar.astype(jnp.int32), valid, mrope_positions(is_img, valid, grid, step), 0
     positions = self.cfg.position_offset + jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
     return x, mask_ar.astype(jnp.int32), valid, positions, 0
 
@@ -149,9 +161,11 @@ class VLM(nn.Module):
     With a tubelet tower (cfg.vit.frames > 1) a [B,frames,height,width,3] clip is one image whose
     frames are stacked along channels ([B,height,width,3·frames], frame-major), and a still
     [B,height,width,3] image is the clip of `frames` equal frames. Qwen2-VL's tower (temporal
-    patches of `frames`) takes still images only, each as `frames` equal frames."""
+    patches of `frames`) takes still images [..., 3], each as `frames` equal frames, or temporal
+    patches of a video [..., 3·frames] (frames stacked frame-major along channels)."""
     frames = self.cfg.vit.frames
-    still = lambda im: self.img(jnp.tile(im, (1, 1, 1, frames)) if frames > 1 else im)  # noqa: E731
+    tile = frames > 1 and image.shape[-1] == 3  # a still image; 3·frames channels: a video's temporal patch
+    still = lambda im: self.img(jnp.tile(im, (1, 1, 1, frames)) if tile else im)  # noqa: E731
     if frames > 1 and self.cfg.vit.family == "siglip" and image.ndim != 4:
       if image.ndim != 5 or image.shape[1] != frames:
         raise ValueError(f"image {image.shape}: this tubelet tower takes clips [B, {frames}, height, width, 3] "

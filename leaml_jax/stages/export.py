@@ -13,6 +13,9 @@ tokenizer. Other synthetic models are refused before anything is written: a tube
 (model.vit_frames > 1, the sports demo's default) and the tiny_llama / tiny_qwen2 presets, whose
 image-prefix layout no transformers family of their LM has.
 
+`check_config` makes the same refusal before any stage runs (leaml_jax.main calls it), so a run
+that lists `export` does not train for hours and fail at its last stage.
+
 Every process takes part (tensors are gathered one at a time); process 0 writes each method into
 a temporary directory that is renamed into place, so a killed export is redone, never taken as
 complete.
@@ -59,6 +62,21 @@ def run(ctx) -> None:
       print(f"[leaml] export {method}: {out} (transformers from_pretrained)")
 
 
+def check_config(config) -> None:
+  """Refuses, before any work, a run whose stages include `export` and whose synthetic base has no
+  transformers twin (a model.path base is a transformers family already)."""
+  m = config.model
+  if "export" not in config.stages or m.path:
+    return
+  from leaml_jax.models import presets
+  size = config.data.image_size
+  try:
+    cfg = presets.get(m.preset, vit=dict(image_size=(size, size), frames=m.vit_frames))
+  except (KeyError, ValueError):  # an unknown preset or a bad size: the stage that builds the model says so
+    return
+  _synthetic_family(cfg, m)
+
+
 def exportable_methods(config) -> dict[str, str]:
   """context.methods as if every stage were configured: method -> params directory."""
   every = config.copy_and_resolve_references()
@@ -70,11 +88,16 @@ def _source(ctx):
   """(hf_config, processor) for hf.save: the model.path checkpoint directory (its config.json and
   processor files are copied), or for the synthetic base a PaliGemma config and processor."""
   from leaml_jax.models import hf
-  from leaml_jax.models.hf import config_json
   m = ctx.config.model
   if m.path:
     return hf.resolve(m.path), None
-  cfg = ctx.model_cfg
+  _synthetic_family(ctx.model_cfg, m)
+  return _paligemma_processor(ctx)
+
+
+def _synthetic_family(cfg, m) -> None:
+  """The transformers family a synthetic model exports as (PaliGemma), or a ConfigError saying why none."""
+  from leaml_jax.models.hf import config_json
   try:
     family = config_json.family_of(cfg)
   except ValueError as e:
@@ -83,7 +106,6 @@ def _source(ctx):
                       "tiny / tiny_gemma2 presets with model.vit_frames=1 (PaliGemma / PaliGemma 2); or "
                       "adapt a Hugging Face base (config.model.path)") from None
   assert family == "paligemma"  # the synthetic models have the image-prefix layout, PaliGemma's alone
-  return _paligemma_processor(ctx)
 
 
 def _paligemma_processor(ctx):

@@ -5,10 +5,11 @@
   logits = hf.logits_from_hf_inputs(model, params, **inputs)   # == transformers' logits
   hf.save(model, params, "out/", hf_config="ckpt/paligemma2-3b-pt-224", processor=processor)
 
-Families: PaliGemma / PaliGemma 2 (SigLIP + Gemma / Gemma2), Idefics3 (SmolVLM) and Gemma 3
-(SigLIP + average-pool projector + Gemma3). Only safetensors are read (never pickle, never remote
-code). Images are channels-last in [-1, 1], which is what their processors produce (mean 0.5,
-std 0.5).
+Families: PaliGemma / PaliGemma 2 (SigLIP + Gemma / Gemma2), Idefics3 (SmolVLM), Gemma 3
+(SigLIP + average-pool projector + Gemma3), Qwen2-VL and Qwen2.5-VL (their towers + 2x2 patch
+merger + Qwen2 with M-RoPE; images and videos, one size per batch). Only safetensors are read
+(never pickle, never remote code). Images are channels-last in [-1, 1], which is what their
+processors produce (mean 0.5, std 0.5).
 
   directory.py          finding a checkpoint directory (`resolve`), its files, its processor
   loader.py             `load`, `config`: streaming the tensors into sharded params

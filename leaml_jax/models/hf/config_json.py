@@ -2,9 +2,10 @@
 
 Families (`VLM_FAMILIES`, the config.json `model_type` values): "paligemma" (SigLIP + Gemma,
 or Gemma2 = PaliGemma 2), "idefics3" (SmolVLM: SigLIP-like encoder + pixel-shuffle
-connector + Llama), "gemma3" (SigLIP + 4x4 average pool + Gemma3, image tokens inline) and
-"qwen2_vl" (its own tower with 2-D RoPE + 2x2 patch merger + Qwen2 with M-RoPE; still images
-of any size the tower's 28-pixel unit divides, `image_size` the default bucket).
+connector + Llama), "gemma3" (SigLIP + 4x4 average pool + Gemma3, image tokens inline),
+"qwen2_vl" (its own tower with 2-D RoPE + 2x2 patch merger + Qwen2 with M-RoPE; images and
+videos of any size the tower's 28-pixel unit divides, `image_size` the default bucket) and
+"qwen2_5_vl" (the same with the 2.5 tower: RMSNorm, SwiGLU, windowed attention).
 A config outside what the models implement is refused with the reason.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 from leaml_jax.models.lm import is_local_layer
 from leaml_jax.models.presets import LMConfig, ViTConfig, VLMConfig
 
-VLM_FAMILIES = ("paligemma", "idefics3", "gemma3", "qwen2_vl")
+VLM_FAMILIES = ("paligemma", "idefics3", "gemma3", "qwen2_vl", "qwen2_5_vl")
+QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 QWEN2_VL_IMAGE_SIZE = (448, 448)  # default image bucket: 16x16 = 256 image tokens
 
 
@@ -69,9 +71,11 @@ def _gemma3_rope(t) -> dict:
 
 
 def lm_config(t, tie: bool) -> LMConfig:
-  family = {"gemma3_text": "gemma3", "qwen2_vl_text": "qwen2"}.get(t.model_type, t.model_type)
+  family = {"gemma3_text": "gemma3", "qwen2_vl_text": "qwen2", "qwen2_5_vl_text": "qwen2"}.get(t.model_type,
+                                                                                              t.model_type)
   _require(family in ("gemma", "gemma2", "gemma3", "llama", "qwen2"),
-           f"text model {t.model_type!r} is not supported (gemma, gemma2, gemma3_text, llama, qwen2_vl_text)")
+           f"text model {t.model_type!r} is not supported (gemma, gemma2, gemma3_text, llama, qwen2_vl_text, "
+           "qwen2_5_vl_text)")
   _require(not getattr(t, "attention_bias", False) and not getattr(t, "mlp_bias", False),
            f"{family}: attention_bias / mlp_bias checkpoints are not supported")
   heads = t.num_attention_heads
@@ -109,7 +113,14 @@ def vit_config(v) -> ViTConfig:
 
 
 def qwen2_vl_vit_config(v, image_size) -> ViTConfig:
-  _require(v.in_channels == 3, f"qwen2_vl: vision tower needs 3 channels, got {v.in_channels}")
+  _require(v.in_channels == 3, f"{v.model_type}: vision tower needs 3 channels, got {v.in_channels}")
+  theta = float((getattr(v, "rope_parameters", None) or {}).get("rope_theta", 10000.0))
+  _require(theta == 10000.0, f"{v.model_type}: vision RoPE theta {theta} is not supported (10000)")
+  if v.model_type == "qwen2_5_vl_vision":
+    _require(v.hidden_act == "silu", f"qwen2_5_vl: vision activation {v.hidden_act!r} is not silu")
+    return ViTConfig(image_size=image_size, patch_size=v.patch_size, width=v.hidden_size, depth=v.depth,
+                     mlp_dim=v.intermediate_size, num_heads=v.num_heads, frames=v.temporal_patch_size,
+                     family="qwen2_5_vl", window_size=v.window_size, full_attention_blocks=v.fullatt_block_indexes)
   _require(v.hidden_act == "quick_gelu", f"qwen2_vl: vision activation {v.hidden_act!r} is not quick_gelu")
   return ViTConfig(image_size=image_size, patch_size=v.patch_size, width=v.embed_dim, depth=v.depth,
                    mlp_dim=int(v.embed_dim * v.mlp_ratio), num_heads=v.num_heads, frames=v.temporal_patch_size,
@@ -117,21 +128,25 @@ def qwen2_vl_vit_config(v, image_size) -> ViTConfig:
 
 
 def vlm_config(hf, **overrides: Any) -> tuple[VLMConfig, str]:
-  """A transformers config (PaliGemmaConfig / Idefics3Config / Gemma3Config / Qwen2VLConfig) ->
-  (VLMConfig, family). overrides: VLMConfig fields, and `image_size` (Qwen2-VL's image bucket)."""
+  """A transformers config (PaliGemmaConfig / Idefics3Config / Gemma3Config / Qwen2VLConfig /
+  Qwen2_5_VLConfig) -> (VLMConfig, family). overrides: VLMConfig fields, and `image_size` (the
+  Qwen families' image bucket)."""
   family = hf.model_type
   _require(family in VLM_FAMILIES, f"model_type {family!r} is not supported; supported: {VLM_FAMILIES}")
   t, v = hf.text_config, hf.vision_config
   tie = bool(getattr(hf, "tie_word_embeddings", getattr(t, "tie_word_embeddings", True)))
   image_size = overrides.pop("image_size", None)
-  _require(image_size is None or family == "qwen2_vl", f"{family}: the image size is the checkpoint's")
+  _require(image_size is None or family in QWEN_FAMILIES, f"{family}: the image size is the checkpoint's")
   lm = lm_config(t, tie)
-  vit = qwen2_vl_vit_config(v, image_size or QWEN2_VL_IMAGE_SIZE) if family == "qwen2_vl" else vit_config(v)
-  if family == "qwen2_vl":
-    _require(lm.family == "qwen2" and v.hidden_size == lm.width,
-             f"qwen2_vl: merger width {v.hidden_size} != text hidden_size {lm.width}")
+  qwen = family in QWEN_FAMILIES
+  vit = qwen2_vl_vit_config(v, image_size or QWEN2_VL_IMAGE_SIZE) if qwen else vit_config(v)
+  if qwen:
+    out_width = v.hidden_size if family == "qwen2_vl" else v.out_hidden_size
+    _require(lm.family == "qwen2" and out_width == lm.width,
+             f"{family}: merger width {out_width} != text hidden_size {lm.width}")
     kw = dict(connector="patch_merger", pixel_shuffle_factor=v.spatial_merge_size, position_offset=0,
-              image_token_id=hf.image_token_id)
+              image_token_id=hf.image_token_id, video_token_id=hf.video_token_id,
+              tokens_per_second=float(v.tokens_per_second) if family == "qwen2_5_vl" else None)
   elif family == "paligemma":
     _require(lm.family in ("gemma", "gemma2"), f"paligemma with a {lm.family} text model is not supported")
     _require(hf.projection_dim == lm.width,
@@ -180,13 +195,13 @@ def family_of(cfg: VLMConfig) -> str:
   elif cfg.connector == "avg_pool" and lm.family == "gemma3" and cfg.image_token_id is not None:
     family, offset = "gemma3", 0
   elif cfg.connector == "patch_merger" and lm.family == "qwen2" and cfg.image_token_id is not None:
-    family, offset = "qwen2_vl", 0
+    family, offset = cfg.vit.family, 0
   else:
     raise ValueError(f"hf.save: no Hugging Face family has a {lm.family} LM with a {cfg.connector} "
                      f"connector (image_token_id={cfg.image_token_id}); supported: PaliGemma (gemma/gemma2, "
                      "linear), Idefics3/SmolVLM (llama, pixel_shuffle, image_token_id set), Gemma 3 (gemma3, "
-                     "avg_pool, image_token_id set), Qwen2-VL (qwen2, patch_merger, image_token_id set)")
-  gemma, g3, qwen = lm.family not in ("llama", "qwen2"), lm.family == "gemma3", family == "qwen2_vl"
+                     "avg_pool, image_token_id set), Qwen2-VL / Qwen2.5-VL (qwen2, patch_merger, image_token_id set)")
+  gemma, g3, qwen = lm.family not in ("llama", "qwen2"), lm.family == "gemma3", family in QWEN_FAMILIES
   _require(cfg.vit.frames == 1 or qwen, f"save: a tubelet vision tower (ViTConfig.frames={cfg.vit.frames}, several "
            "frames per patch) has no Hugging Face counterpart; Hugging Face towers embed one image per patch")
   _require(cfg.position_offset == offset, f"save: {family} needs position_offset={offset}")
@@ -204,7 +219,9 @@ def family_of(cfg: VLMConfig) -> str:
   wrong = {k: getattr(lm, k) for k, v in want.items() if getattr(lm, k) != v}
   _require(not wrong, f"save: LMConfig fields {wrong} do not match HF {lm.family} (which has {want})")
   _require(not qwen or (lm.mrope_section is not None and lm.head_dim * lm.num_heads == lm.width),
-           "save: qwen2_vl needs mrope_section and head_dim = width / num_heads")
+           f"save: {family} needs mrope_section and head_dim = width / num_heads")
+  _require((cfg.tokens_per_second is not None) == (family == "qwen2_5_vl"),
+           f"save: {family} {'needs' if family == 'qwen2_5_vl' else 'has no'} tokens_per_second")
   return family
 
 
@@ -233,7 +250,7 @@ def hf_config_dict(cfg: VLMConfig, dtype: str) -> dict[str, Any]:
   vision = dict(hidden_size=vit.width, intermediate_size=vit.mlp_dim, num_hidden_layers=vit.depth,
                 num_attention_heads=vit.num_heads, image_size=vit.image_size[0], patch_size=vit.patch_size,
                 layer_norm_eps=vit.norm_eps, hidden_act="gelu_pytorch_tanh", num_channels=3)
-  _require(vit.image_size[0] == vit.image_size[1] or family == "qwen2_vl",
+  _require(vit.image_size[0] == vit.image_size[1] or family in QWEN_FAMILIES,
            f"save: HF vision towers are square, got {vit.image_size}")
   out = dict(dtype=dtype, tie_word_embeddings=lm.tie_embeddings, text_config=text)
   if family == "paligemma":
@@ -243,13 +260,25 @@ def hf_config_dict(cfg: VLMConfig, dtype: str) -> dict[str, Any]:
                 image_token_index=cfg.image_token_id if cfg.image_token_id is not None else lm.vocab_size,
                 vision_config=dict(vision, model_type="siglip_vision_model", vision_use_head=False,
                                    projection_dim=lm.width))
-  if family == "qwen2_vl":
+  if family in QWEN_FAMILIES:
     for k in ("head_dim", "attention_bias"):  # not Qwen2VLTextConfig fields
       text.pop(k)
-    text.update(model_type="qwen2_vl_text", rope_parameters=dict(
+    text.update(model_type=f"{family}_text", rope_parameters=dict(
         rope_type="default", rope_theta=lm.rope_theta, mrope_section=list(lm.mrope_section)))
-    return dict(out, architectures=["Qwen2VLForConditionalGeneration"], model_type="qwen2_vl",
-                image_token_id=cfg.image_token_id, vision_config=dict(
+    ids = dict(image_token_id=cfg.image_token_id,
+               **({} if cfg.video_token_id is None else dict(video_token_id=cfg.video_token_id)))
+  if family == "qwen2_5_vl":
+    return dict(out, architectures=["Qwen2_5_VLForConditionalGeneration"], model_type=family, **ids,
+                vision_config=dict(
+                    model_type="qwen2_5_vl_vision", depth=vit.depth, hidden_size=vit.width, hidden_act="silu",
+                    intermediate_size=vit.mlp_dim, num_heads=vit.num_heads, in_channels=3, out_hidden_size=lm.width,
+                    patch_size=vit.patch_size, spatial_merge_size=cfg.pixel_shuffle_factor,
+                    temporal_patch_size=vit.frames, window_size=vit.window_size,
+                    fullatt_block_indexes=list(vit.full_attention_blocks),
+                    tokens_per_second=_number(cfg.tokens_per_second)))
+  if family == "qwen2_vl":
+    return dict(out, architectures=["Qwen2VLForConditionalGeneration"], model_type="qwen2_vl", **ids,
+                vision_config=dict(
                     depth=vit.depth, embed_dim=vit.width, hidden_size=lm.width, hidden_act="quick_gelu",
                     mlp_ratio=vit.mlp_dim // vit.width, num_heads=vit.num_heads, in_channels=3,
                     patch_size=vit.patch_size, spatial_merge_size=cfg.pixel_shuffle_factor,
@@ -261,6 +290,11 @@ def hf_config_dict(cfg: VLMConfig, dtype: str) -> dict[str, Any]:
   return dict(out, architectures=["Idefics3ForConditionalGeneration"], model_type="idefics3",
               image_token_id=cfg.image_token_id, scale_factor=cfg.pixel_shuffle_factor,
               vision_config=dict(vision, model_type="idefics3_vision"))
+
+
+def _number(x: float):
+  """An integral float as int (transformers' strict config fields type tokens_per_second as int)."""
+  return int(x) if float(x).is_integer() else x
 
 
 def save_config(cfg: VLMConfig, dtype: str, base: dict) -> dict[str, Any]:

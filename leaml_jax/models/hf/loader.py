@@ -3,8 +3,8 @@
 Loading streams tensor by tensor: each is read with `safe_open`, laid out like our param and
 placed with its NamedSharding, so host memory holds about one parameter (one stacked parameter
 for scanned layers) at a time. Names and shapes are all checked before the first read.
-PaliGemma loads in our image-prefix layout (what the pipeline feeds); SmolVLM/Idefics3 and
-Gemma 3 in the inline layout (`VLMConfig.image_token_id`).
+PaliGemma loads in our image-prefix layout (what the pipeline feeds); SmolVLM/Idefics3, Gemma 3
+and the Qwen families in the inline layout (`VLMConfig.image_token_id`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from leaml_jax.models.vlm import VLM, dummy_inputs
 
 
 def load(path, *, mesh=None, dtype: str = "bfloat16", param_dtype: str = "float32", **overrides):
-  """(model, params, processor) from a HF PaliGemma / PaliGemma 2 / Idefics3 (SmolVLM) / Gemma 3 checkpoint.
+  """(model, params, processor) from a HF PaliGemma / PaliGemma 2 / Idefics3 (SmolVLM) / Gemma 3 /
+  Qwen2-VL / Qwen2.5-VL checkpoint.
 
   path: local directory (config.json + safetensors, single or sharded) or a hub id (fetched
   when online). mesh: params are born with `sharding.param_shardings` on it (default: one

@@ -5,7 +5,7 @@ Checkpoint keys are first put in a canonical form that hides transformers' layou
                | model.{layers,embed_tokens,norm}.* (Qwen2-VL 4.x)
   lm_head.*    language_model.lm_head.* | lm_head.*
   vision.*     vision_tower.vision_model.* (4.x) | (model.)vision_tower.* (5.x) | model.vision_model.*
-               | (model.)visual.* (Qwen2-VL: blocks, patch_embed, merger)
+               | (model.)visual.* (Qwen2-VL, Qwen2.5-VL: blocks, patch_embed, merger)
   connector.*  (model.)multi_modal_projector.linear.* | model.connector.modality_projection.proj.*
                | (model.)multi_modal_projector.* (Gemma 3: mm_input_projection_weight, mm_soft_emb_norm)
 `save` writes the 4.x (hub) layout of each family (`hf_key`), which every transformers version reads.
@@ -49,6 +49,7 @@ _HF_PREFIX = {  # canonical -> the key prefix `save` writes, per family (the hub
     "gemma3": {"text.": "language_model.model.", "lm_head.": "language_model.lm_head.",
                "vision.": "vision_tower.vision_model.", "connector.": "multi_modal_projector."},
     "qwen2_vl": {"text.": "model.", "lm_head.": "lm_head.", "vision.": "visual."},
+    "qwen2_5_vl": {"text.": "model.", "lm_head.": "lm_head.", "vision.": "visual."},
 }
 
 
@@ -129,6 +130,12 @@ _QWEN_VIT_BLOCK = {
     **{f"mlp/{n}/kernel": (f"mlp.{n}.weight", "T") for n in ("fc1", "fc2")},
     **{f"mlp/{n}/bias": (f"mlp.{n}.bias", "id") for n in ("fc1", "fc2")},
 }
+_QWEN2_5_VIT_BLOCK = {  # RMSNorms (weight only) and a SwiGLU MLP with biases
+    **{k: v for k, v in _QWEN_VIT_BLOCK.items() if not k.startswith(("mlp/", "layer_norm"))},
+    **{f"{n}/scale": (f"{hf_n}.weight", "id") for n, hf_n in (("layer_norm1", "norm1"), ("layer_norm2", "norm2"))},
+    **{f"mlp/{n}/kernel": (f"mlp.{n}.weight", "T") for n in ("gate_proj", "up_proj", "down_proj")},
+    **{f"mlp/{n}/bias": (f"mlp.{n}.bias", "id") for n in ("gate_proj", "up_proj", "down_proj")},
+}
 _TOP = {
     "llm/embedder/embedding": ("text.embed_tokens.weight", "id"),
     "llm/final_norm/scale": ("text.norm.weight", "id"),
@@ -145,7 +152,7 @@ _TOP_CONNECTOR = {
     "avg_pool": {  # Gemma 3's projector: a bare [vision width, LM width] matrix after an RMSNorm
         "img/head/kernel": ("connector.mm_input_projection_weight", "id"),
         "img/head_norm/scale": ("connector.mm_soft_emb_norm.weight", "id")},
-    "patch_merger": {  # Qwen2-VL: our final LayerNorm is its merger's ln_q, then a 2-layer MLP
+    "patch_merger": {  # Qwen2(.5)-VL: our final Layer/RMSNorm is its merger's ln_q, then a 2-layer MLP
         "img/embedding/kernel": ("vision.patch_embed.proj.weight", "conv3d"),
         "img/Transformer/encoder_norm/scale": ("vision.merger.ln_q.weight", "id"),
         "img/Transformer/encoder_norm/bias": ("vision.merger.ln_q.bias", "id"),
@@ -160,10 +167,11 @@ def source(cfg: VLMConfig, path: tuple[str, ...]) -> tuple[list[str], bool, str]
   Scanned blocks (`llm/layers/...`, `img/Transformer/encoderblock/...`) take one key per layer;
   unrolled ones (`layers_3`, `encoderblock_3`) and top-level params take one key.
   """
-  qwen = cfg.vit.family == "qwen2_vl"
+  qwen = cfg.vit.family != "siglip"
+  vit_block = {"siglip": _VIT_BLOCK, "qwen2_vl": _QWEN_VIT_BLOCK, "qwen2_5_vl": _QWEN2_5_VIT_BLOCK}[cfg.vit.family]
   for scope, block, table, prefix, depth in (
       (("llm",), "layers", _lm_block(cfg.lm.family), "text.layers.", cfg.lm.depth),
-      (("img", "Transformer"), "encoderblock", _QWEN_VIT_BLOCK if qwen else _VIT_BLOCK,
+      (("img", "Transformer"), "encoderblock", vit_block,
        "vision.blocks." if qwen else "vision.encoder.layers.", cfg.vit.depth)):
     n = len(scope)
     if path[:n] != scope or len(path) <= n or not path[n].startswith(block):

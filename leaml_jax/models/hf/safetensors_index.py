@@ -72,8 +72,8 @@ def tensor_refs(directory: Path) -> dict[str, Ref]:
     for key, meta in _read_header(file).items():
       name = canonical(key)
       if name is None:
-        raise CheckpointError(f"{file}: tensor {key!r} belongs to no known part of a PaliGemma / Idefics3 / Gemma 3 "
-                              "checkpoint (config.json and weights disagree?)")
+        raise CheckpointError(f"{file}: tensor {key!r} belongs to no known part of a PaliGemma / Idefics3 / "
+                              "Gemma 3 / Qwen2(.5)-VL checkpoint (config.json and weights disagree?)")
       if name in refs:
         raise CheckpointError(f"{directory}: tensor {key!r} appears twice ({refs[name].file.name}, {file.name})")
       refs[name] = Ref(file, key, tuple(meta["shape"]), meta["dtype"])
