@@ -195,3 +195,17 @@ def test_base_is_measured_on_general_images_it_never_trained_on(tmp_path):
   assert 0.0 <= result["accuracy"] <= 1.0
   assert set(result["per_type"]) == set(synthetic.question_types(DOMAIN))
   assert all(0.0 <= v <= 1.0 for v in result["per_type"].values())
+
+
+def test_claim_base_trains_longer_without_slowing_the_demo_or_quick():
+  """The comparison's base (trained once per sweep) gets the budget general competence needs;
+  the 15-minute demo and the 3-minute smoke run keep theirs."""
+  load = lambda arg: config_lib.load_config_file(f"configs/demo.py{arg}")
+  demo, quick = load(""), load(":quick")
+  assert (demo.base.steps, quick.base.steps) == (400, 60)
+  for arg in (":claim", ":claim,endoscopy"):
+    claim = load(arg)
+    assert claim.base.steps >= 6 * demo.base.steps
+    # only the budget changes: the same general world, batch and lr as the demo's
+    assert (claim.base.batch_size, claim.base.lr, claim.base.num_images) == (
+        demo.base.batch_size, demo.base.lr, demo.base.num_images)
