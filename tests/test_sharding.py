@@ -76,8 +76,14 @@ def test_train_step_constrains_activations_to_the_batch_and_matches_one_device(t
 
   l1, p1 = _train(model, cfg, mesh1, batches)
   np.testing.assert_allclose(l8, l1, atol=1e-5, rtol=0)
-  for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  # A key bias shifts every attention logit of a query equally, so softmax cancels it: its
+  # gradient is rounding noise, which Adam scales up to lr-sized steps whose sign depends on the
+  # order of the cross-device sums (as in tests/test_processes.py). Everything else agrees.
+  flat8 = jax.tree_util.tree_flatten_with_path(p8)[0]
+  for (path, a), b in zip(flat8, jax.tree.leaves(p1)):
+    name = jax.tree_util.keystr(path)
+    if "k_proj" not in name or "bias" not in name:
+      np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=name)
 
 
 def test_relevance_pass_constrains_activations(tmp_path):
