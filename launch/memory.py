@@ -7,9 +7,11 @@ What is compiled is the stage's step (stages/qa_generator.py): `losses.generator
 + caption-distillation batch whose gradient reaches only the relevance-selected neurons, through
 `neurons.mask_gradients`) inside `train.make_train_step`, with clip + AdamW from
 `optim.make_optimizer`, jitted with the shardings `train.create_state` / `train.jit_train_step`
-use (params and moments sharded over `fsdp`, batch over (data, fsdp), state donated). Nothing is
-allocated: params, optimizer state and batches are abstract (`jax.eval_shape`), and the step is
-`jax.jit(...).lower(...).compile()` on fake CPU devices, so any device count fits one host.
+use (params and moments sharded over `fsdp`, batch over (data, fsdp), state donated), lowered
+inside `sharding.with_mesh_rules` as the stage's step is, so activations are split over the
+batch. Nothing is allocated: params, optimizer state and batches are abstract
+(`jax.eval_shape`), and the step is `jax.jit(...).lower(...).compile()` on fake CPU devices, so
+any device count fits one host.
 
 One JSON line per run (appended to --out), per device, in bytes:
   argument_bytes  inputs (params, Adam moments, batch shard)
@@ -22,7 +24,6 @@ One JSON line per run (appended to --out), per device, in bytes:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -56,9 +57,6 @@ def parse_args(argv=None):
   p.add_argument("--param_dtype", default="float32", help="master weights (and Adam moments)")
   p.add_argument("--remat", default="none", choices=presets.REMAT)
   p.add_argument("--neuron_fraction", type=float, default=0.1, help="neurons.fraction (mask size)")
-  p.add_argument("--mesh_context", action="store_true",
-                 help="lower inside `with mesh:` so the models' logical activation constraints "
-                      "(batch over data+fsdp) apply; the stages lower without it")
   p.add_argument("--out", default="", help="also append the JSON line to this file")
   return p.parse_args(argv)
 
@@ -132,7 +130,7 @@ def analyse(args) -> dict:
   t0 = time.perf_counter()
   jitted = jax.jit(step, in_shardings=(state_sh, batch_sh, repl), out_shardings=(state_sh, repl),
                    donate_argnums=0)
-  with shd.with_mesh_rules(mesh), (mesh if args.mesh_context else contextlib.nullcontext()):
+  with shd.with_mesh_rules(mesh):  # as train.jit_train_step calls it: activations over the batch
     lowered = jitted.lower(state, batch, rng)
   t1 = time.perf_counter()
   compiled = lowered.compile()
@@ -144,7 +142,7 @@ def analyse(args) -> dict:
   n_params = count_params(params)
   return {"preset": args.preset, "devices": len(devices), "mesh": dict(mesh.shape),
           "platform": devices[0].platform, "remat": args.remat,
-          "mesh_context": args.mesh_context, "dtype": args.dtype,
+          "dtype": args.dtype,
           "param_dtype": args.param_dtype, "qa_batch": args.qa_batch,
           "distill_batch": args.distill_batch, "image_size": cfg.vit.image_size[0],
           "image_tokens": cfg.num_image_tokens, "text_len": args.text_len, "params": n_params,

@@ -198,7 +198,7 @@ def generate(model: VLM, params, batch: dict, *, max_new_tokens: int, eos_id: in
   fn = make_generate_fn(model, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
                         sample=sample, param_shardings=shardings, batch_shardings=batch_shardings)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  with profiler.generation_call():
+  with profiler.generation_call(), shd.with_mesh_rules(None if shardings is None else _mesh_of(shardings)):
     tokens, logprobs = fn(params, batch, jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), rng)
     tokens, logprobs = jax.device_get((tokens, logprobs))
   tokens = np.asarray(tokens).astype(np.int32)

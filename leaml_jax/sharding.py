@@ -6,10 +6,13 @@ activations with *logical* names; `RULES` maps them to mesh axes.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any
 
 import flax.linen as nn
+import flax.linen.spmd as flax_spmd
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -50,12 +53,15 @@ def make_mesh(shape: dict | Any, devices=None) -> Mesh:
 
 
 def _divisible(spec: P, shape, mesh: Mesh) -> P:
-  """Drop mesh axes that do not divide the dimension (tiny models on 8 devices)."""
+  """Drop mesh axes that do not divide the dimension (tiny models on 8 devices). Of a group of
+  axes, e.g. ("data", "fsdp") for the batch, the longest leading part that divides is kept."""
   out = []
   for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
     names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    size = math.prod(mesh.shape[a] for a in names) if names else 1
-    out.append(axes if names and dim % size == 0 else None)
+    while names and dim % math.prod(mesh.shape[a] for a in names):
+      names = names[:-1]
+    out.append(None if not names else names[0] if isinstance(axes, str) or len(names) == 1
+               else names)
   return P(*out)
 
 
@@ -104,13 +110,50 @@ def init_sharded(init_fn, mesh: Mesh, *args):
   return params, shardings
 
 
-def with_mesh_rules(mesh: Mesh):
-  """Context for model calls: logical-axis rules in force.
+# ----------------------------------------------------------------------------- activations
+# Flax emits the models' `nn.with_logical_constraint`s only while a global mesh is set
+# (`jax.set_mesh`); with the rules alone they are no-ops, XLA lays activations out after the
+# fsdp-sharded weights, and every device holds the whole global batch's temporaries.
+# Inside `with_mesh_rules` each constraint is fitted to the value it constrains:
+#  * a mesh axis that does not divide its dimension is dropped (a batch of 4 on 8 devices, 2
+#    heads over tensor=4), as `_divisible` does for params;
+#  * a spec longer than the value is skipped: flax's DenseGeneral builds its kernel flat and
+#    unboxes it with the 3-axis logical constraint, at init and again in the abstract shape
+#    check that `Module.param` runs on every apply (its result is discarded).
+_ACTIVE_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("mesh", default=None)
+_flax_constraint = flax_spmd._with_sharding_constraint  # pylint: disable=protected-access
 
-  The global mesh is deliberately not set: flax's DenseGeneral initialises a flattened
-  kernel that its own logical constraint would not fit. Parameter and batch shardings
-  (jit in/out shardings) fix the layout; XLA propagates it to activations.
-  """
-  del mesh
-  return nn.logical_axis_rules(RULES)
 
+def _fitted_constraint(x, axis_resources, mesh=None):
+  active = _ACTIVE_MESH.get()
+  if active is None or axis_resources is None:
+    return _flax_constraint(x, axis_resources, mesh)
+  shape = np.shape(x)
+  if len(axis_resources) > len(shape):
+    return x
+  return _flax_constraint(x, _divisible(axis_resources, shape, mesh or active), mesh)
+
+
+if not hasattr(flax_spmd, "_with_sharding_constraint_one_fallback"):
+  raise ImportError("leaml_jax.sharding fits flax's activation constraints through "
+                    "flax.linen.spmd._with_sharding_constraint; install the flax in requirements.txt")
+flax_spmd._with_sharding_constraint = _fitted_constraint  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def with_mesh_rules(mesh: Mesh | None):
+  """Context for every apply-time model call (train step, relevance, generation, evaluation):
+  the mesh set globally and the logical-axis rules in force, so the models' activation
+  constraints (batch over data+fsdp, MLP/heads/vocab over tensor) take effect, fitted to each
+  value's shape. Enter it around the call of the jitted function (tracing happens there).
+  mesh=None: rules only (a model off any mesh). Init stays outside (see `init_sharded`)."""
+  if mesh is None:
+    with nn.logical_axis_rules(RULES):
+      yield
+    return
+  token = _ACTIVE_MESH.set(mesh)
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+      yield
+  finally:
+    _ACTIVE_MESH.reset(token)
