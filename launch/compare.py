@@ -234,6 +234,11 @@ def side_main(args):
 
 # ----------------------------------------------------------------------------- driver
 
+def _sig(x: float, digits: int = 4) -> float:
+  """x to `digits` significant digits (a ratio of 0.006374 stays 0.006374, not 0.006)."""
+  return float(f"{x:.{digits}g}")
+
+
 def _side(args, directory: Path, batch: int, side: str) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / f"{side}.json"
@@ -258,9 +263,9 @@ def compare(args, directory: Path, batch: int) -> dict:
   n_img = (cfg["vision_config"]["image_size"] // cfg["vision_config"]["patch_size"]) ** 2
   line = dict(work=args.work, batch=batch, model=str(directory.name), image_tokens=n_img, scan=args.scan,
               dtype=args.dtype,
-              transformers_s=round(theirs["seconds"], 4), ours_s=round(ours["seconds"], 4),
-              ratio=round(ratio, 3), ratio_per_round=[round(r["transformers"]["seconds"] / r["ours"]["seconds"], 3)
-                                                      for r in rounds],
+              transformers_s=_sig(theirs["seconds"]), ours_s=_sig(ours["seconds"]),
+              ratio=_sig(ratio), ratio_per_round=[_sig(r["transformers"]["seconds"] / r["ours"]["seconds"])
+                                                  for r in rounds],
               transformers_peak_rss_gib=round(theirs["peak_rss_bytes"] / 2 ** 30, 2),
               ours_peak_rss_gib=round(ours["peak_rss_bytes"] / 2 ** 30, 2))
   if args.work == "train":
