@@ -35,11 +35,11 @@ def caption_prompt(family: str = "synthetic") -> str:
 
 
 _CAPTION = {"paligemma": "caption en", "idefics3": "Describe the image in one sentence.",
-            "gemma3": "Describe the image in one sentence."}
+            "gemma3": "Describe the image in one sentence.", "qwen2_vl": "Describe the image in one sentence."}
 
 
 def hf_prompt(family: str, prompt: str, target: str | None, *, n_images: int, image_token: str,
-              eos_token: str, chat=None) -> tuple[str, str | None]:
+              eos_token: str, chat=None, media: str = "image") -> tuple[str, str | None]:
   """(text, suffix) for a real family's processor (encoders/hf.py).
 
   paligemma: text = <image>*n + prompt (the processor adds <bos> and "\n"), suffix = target
@@ -48,13 +48,14 @@ def hf_prompt(family: str, prompt: str, target: str | None, *, n_images: int, im
     holds the n images and the prompt, the assistant turn the target, cut after its first
     `eos_token` (the token that ends the turn: <end_of_utterance>, Gemma 3's <end_of_turn>);
     without one: <image>*n + prompt + "\n", suffix = target + eos (image_token is Gemma 3's
-    <start_of_image>, which its processor expands).
+    <start_of_image>, which its processor expands). qwen2_vl: as these; media="video" makes the
+    user turn's n items videos (its chat template writes their placeholders).
   """
   if family == "paligemma":
     return image_token * n_images + prompt, target
   if chat is None:
     return image_token * n_images + prompt + "\n", None if target is None else target + eos_token
-  user = {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}
+  user = {"role": "user", "content": [{"type": media}] * n_images + [{"type": "text", "text": prompt}]}
   text = chat([user], add_generation_prompt=True, tokenize=False)
   if target is None:
     return text, None

@@ -106,9 +106,8 @@ class HFTokenizer:
     self.eos_id = hf_tokenizer.eos_token_id
     pad = hf_tokenizer.pad_token_id
     self.pad_id = pad if pad is not None else self.eos_id
-    if self.bos_id is None or self.eos_id is None:
-      raise ValueError(f"{type(hf_tokenizer).__name__} has no bos/eos token; "
-                       "set them before wrapping it")
+    if self.eos_id is None:  # no <bos> is fine (Qwen's tokenizers have none; no HF layout writes one itself)
+      raise ValueError(f"{type(hf_tokenizer).__name__} has no eos token; set it before wrapping it")
     self.vocab_size = len(hf_tokenizer)
 
   def encode(self, text: str) -> list[int]:

@@ -49,7 +49,7 @@ def teacher_captions(ctx, pool: list[dict]) -> list[dict]:
   if processor is None:
     raise CheckpointError(f"config.captions.teacher_path={c.teacher_path}: no tokenizer / processor files "
                           "next to config.json; the teacher needs them to read images and write text")
-  encoder = encoders.HFEncoder(processor, text_len=_PROMPT_ROOM)
+  encoder = encoders.HFEncoder(processor, text_len=_PROMPT_ROOM, image_size=ctx.config.data.image_size)
   prompt = prompts.caption_prompt(encoder.family)
   records = [{"image": ex["image"], "prompt": prompt, "id": ex["id"]} for ex in pool]
   texts, _ = generate.generate_texts(model, params, records, encoder=encoder, batch_size=c.batch_size,

@@ -145,7 +145,7 @@ class Context:
   @functools.cached_property
   def encoder(self):
     """Examples -> fixed-shape arrays: the synthetic layout or the checkpoint's processor."""
-    return encoders.encoder_for(self.tokenizer, self.config.data.text_len)
+    return encoders.encoder_for(self.tokenizer, self.config.data.text_len, self.config.data.image_size)
 
   @functools.cached_property
   def model_cfg(self):

@@ -16,14 +16,14 @@ from leaml_jax.data.encoders.text import TextEncoder
 __all__ = ["HFEncoder", "TextEncoder", "encoder_for", "prompt_batch"]
 
 
-def encoder_for(tok, text_len: int):
+def encoder_for(tok, text_len: int, image_size: int | None = None):
   """The encoder for a tokenizer: an `HFTokenizer` that carries its processor -> the real
-  family's layout (HFEncoder); any other tokenizer -> the synthetic layout (TextEncoder).
-  Encoders pass through unchanged."""
+  family's layout (HFEncoder; image_size: the Qwen families' image bucket, see encoders/hf.py);
+  any other tokenizer -> the synthetic layout (TextEncoder). Encoders pass through unchanged."""
   if isinstance(tok, (TextEncoder, HFEncoder)):
     return tok
   if getattr(tok, "processor", None) is not None:
-    return HFEncoder(tok.processor, text_len)
+    return HFEncoder(tok.processor, text_len, image_size)
   return TextEncoder(tok, text_len)
 
 

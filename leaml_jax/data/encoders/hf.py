@@ -16,6 +16,20 @@ tokens are all the processor's; this module only lays its output out as the mode
              + <end_of_image>\n\n inline; causal with each image's soft tokens one bidirectional block
              (mask_ar = models.vlm.image_block_mask_ar), loss on the answer tokens only; image
              [H,W,3] (one image) or [n,H,W,3]. Pan-and-scan crops (a varying image count) are refused.
+  Qwen2-VL / Qwen2.5-VL  the chat template's user turn holds one image (one frame) or one video (a
+             clip of n frames) and the prompt; its <|image_pad|> / <|video_pad|> is expanded to the
+             t·h·w / merge² tokens the image processor's grid_thw gives, as Qwen2VLProcessor does;
+             causal throughout, loss on the answer tokens + <|im_end|>. Every frame is first
+             resized (PIL bicubic, the image processor's own resample) to ONE bucket, the size the
+             image processor's rule (smart_resize: multiples of patch·merge, min/max pixels) gives an
+             image_size x image_size image, so one jit shape serves every batch whatever the input
+             sizes; for inputs already image_size square this is exactly the processor's resize.
+             image [H,W,3·T] (a still: T equal frames, as the processor repeats it) or, for a clip,
+             [t,H,W,3·T]: the frames normalised by the image processor, T = temporal_patch_size per
+             temporal patch (frame-major channels), the last frame repeated up to a multiple of T
+             (as Qwen2VLVideoProcessor pads). M-RoPE positions the model derives from these tokens
+             and the bucket's grid (models/vlm.py `mrope_positions`); a clip's time step is
+             VLMConfig.seconds_per_patch (1.0: 2 fps).
 
 With a chat template (Idefics3, Gemma 3) the prompt is the template's user turn and the answer
 ends with the token that closes the assistant turn (Gemma 3: <end_of_turn>, not <eos>): it is
@@ -31,14 +45,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 
 from leaml_jax.data import packing, prompts
 from leaml_jax.errors import DataError
 from leaml_jax.data.tokenizer import HFTokenizer
+from leaml_jax.models.hf.processor_inputs import patches_to_frames
 from leaml_jax.models.vlm import image_block_mask_ar
 
+# QwenVLParts (models/hf/directory.py): a Qwen processor's parts where transformers cannot build it.
 PROCESSOR_FAMILIES = {"PaliGemmaProcessor": "paligemma", "Idefics3Processor": "idefics3",
-                      "Gemma3Processor": "gemma3"}
+                      "Gemma3Processor": "gemma3", "Qwen2VLProcessor": "qwen2_vl",
+                      "Qwen2_5_VLProcessor": "qwen2_vl", "QwenVLParts": "qwen2_vl"}
 
 
 def family_of(processor) -> str:
@@ -72,12 +90,18 @@ def frame_list(image) -> list[np.ndarray]:
 class HFEncoder:
   """The checkpoint's processor behind the encoder interface (see module docstring)."""
 
-  def __init__(self, processor, text_len: int):
+  def __init__(self, processor, text_len: int, image_size: int | None = None):
+    """image_size: the square whose processed size is the Qwen families' image bucket (the run's
+    config.data.image_size); the other families' processors fix the size themselves."""
     self.processor, self.text_len = processor, text_len
     self.family = family_of(processor)
     self.tokenizer = HFTokenizer(processor.tokenizer, processor=processor)
     hf_tok = processor.tokenizer
-    self.image_token_id = processor.image_token_ids[0]  # the id image features replace
+    if self.family == "qwen2_vl":
+      self.image_token_id = processor.image_token_id
+      self.bucket = qwen_bucket(processor.image_processor, image_size)
+    else:
+      self.image_token_id = processor.image_token_ids[0]  # the id image features replace
     self.sep = hf_tok("\n", add_special_tokens=False)["input_ids"]
     self.chat = processor.apply_chat_template if getattr(processor, "chat_template", None) else None
     self.answer_end = hf_tok.eos_token
@@ -100,6 +124,8 @@ class HFEncoder:
     for f in images:
       if f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3:
         raise ValueError(f"image must be uint8 [H, W, 3] (or frames [n, H, W, 3]), got {f.dtype} {f.shape}")
+    if self.family == "qwen2_vl":
+      return self._qwen(images, prompt, target)
     text, suffix = prompts.hf_prompt(self.family, prompt, target, n_images=len(images),
                                      image_token=self.processor.image_token, eos_token=self.answer_end,
                                      chat=self.chat)
@@ -147,6 +173,9 @@ class HFEncoder:
       suffix = suffix[:keep] + [tok.eos_id]
     enc = packing.layout(prefix, [], suffix, self.text_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
                           example_id=example_id, causal=True)
+    if self.family == "qwen2_vl":
+      enc["image"] = out["media"]
+      return enc
     if self.family == "gemma3":
       enc["mask_ar"] = image_block_mask_ar(enc["text"] == self.image_token_id)
       pixels = out["pixel_values"].transpose(0, 2, 3, 1)
@@ -160,3 +189,55 @@ class HFEncoder:
       raise DataError(example_id, f"the processor made {len(tiles)} image tiles, more than the {most} expected")
     enc["image"] = np.concatenate([tiles, np.zeros((most - len(tiles), *tiles.shape[1:]), tiles.dtype)])
     return enc
+
+  def _qwen(self, images, prompt: str, target: str | None):
+    """Qwen2-VL / Qwen2.5-VL: one image, or a clip as one video (see the module docstring)."""
+    p = self.processor
+    ip = p.image_processor
+    frames = [resize_to(f, self.bucket) for f in images]
+    out = ip(images=frames, return_tensors="np")
+    grids = np.asarray(out["image_grid_thw"])
+    if (grids[:, 1:] * ip.patch_size != self.bucket).any():
+      raise ValueError(f"the image processor resized the {self.bucket} bucket to grids {grids.tolist()}")
+    _, gh, gw = grids[0]
+    T, per_frame = ip.temporal_patch_size, gh * gw
+    pixels = np.asarray(out["pixel_values"], np.float32)
+    media = [patches_to_frames(pixels[i * per_frame:(i + 1) * per_frame], (1, gh, gw), ip.patch_size, ip.merge_size,
+                               T)[0] for i in range(len(frames))]  # [H, W, 3·T] each: T equal copies
+    if len(frames) == 1:
+      kind, pad, t, media = "image", p.image_token, 1, media[0]
+    else:
+      clip = [m[..., :3] for m in media]
+      clip += clip[-1:] * (-len(clip) % T)
+      t = len(clip) // T
+      kind, pad = "video", p.video_token
+      media = np.stack([np.concatenate(clip[k * T:(k + 1) * T], axis=-1) for k in range(t)])
+    text, suffix = prompts.hf_prompt(self.family, prompt, target, n_images=1, media=kind,
+                                     image_token=f"<|vision_start|>{pad}<|vision_end|>",
+                                     eos_token=self.answer_end, chat=self.chat)
+    if text.count(pad) != 1:
+      raise ValueError(f"the Qwen prompt should hold one {pad}, holds {text.count(pad)}: {text[:200]!r}")
+    text = text.replace(pad, pad * (t * per_frame // ip.merge_size ** 2))
+    tok = p.tokenizer
+    out = {"input_ids": np.asarray([tok(text)["input_ids"]], np.int64), "media": media}
+    if suffix is not None:
+      out["suffix_ids"] = np.asarray(tok(suffix, add_special_tokens=False)["input_ids"], np.int64)
+    return len(images), out
+
+
+def qwen_bucket(image_processor, image_size: int | None) -> np.ndarray:
+  """(height, width) every Qwen image and frame is resized to: what the image processor's own size
+  rule makes of an image_size x image_size image."""
+  if not image_size:
+    raise ValueError("Qwen2-VL / Qwen2.5-VL batches need one image size: pass image_size (the run's "
+                     "config.data.image_size), whose processed size is the bucket every image is resized to")
+  out = image_processor(images=[np.zeros((image_size, image_size, 3), np.uint8)], return_tensors="np")
+  return np.asarray(out["image_grid_thw"])[0, 1:] * image_processor.patch_size
+
+
+def resize_to(image: np.ndarray, size) -> np.ndarray:
+  """uint8 [H, W, 3] -> [height, width, 3], PIL bicubic (Qwen's image processors' resample)."""
+  h, w = (int(x) for x in size)
+  if image.shape[:2] == (h, w):
+    return image
+  return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC), np.uint8)

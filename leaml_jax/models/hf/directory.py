@@ -6,6 +6,7 @@ never remote code. A hub id is fetched (when online) with those files only.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -61,7 +62,12 @@ def processor_of(directory: Path):
   if not any((directory / n).is_file() for n in PROCESSOR_FILES):
     return None
   from transformers import AutoProcessor
-  processor = AutoProcessor.from_pretrained(directory, trust_remote_code=False)
+  try:
+    processor = AutoProcessor.from_pretrained(directory, trust_remote_code=False)
+  except ImportError as e:  # Qwen2-VL / Qwen2.5-VL: their video processor needs torchvision
+    if "torchvision" not in str(e).lower() or _model_type(directory) not in QWEN_MODEL_TYPES:
+      raise
+    processor = QwenVLParts.from_directory(directory)
   ip = getattr(processor, "image_processor", None)
   if ip is not None and not (np.allclose(getattr(ip, "image_mean", None) or 0.5, 0.5)
                              and np.allclose(getattr(ip, "image_std", None) or 0.5, 0.5)):
@@ -69,3 +75,43 @@ def processor_of(directory: Path):
                   f"{ip.image_std}, not to [-1, 1] as this package's data pipeline does; feed this model the "
                   "processor's own pixel_values (as data.hf_encode and logits_from_hf_inputs do)", stacklevel=3)
   return processor
+
+
+QWEN_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+
+def _model_type(directory: Path) -> str:
+  return json.loads((directory / "config.json").read_text()).get("model_type", "")
+
+
+class QwenVLParts:
+  """What the data pipeline reads of a Qwen2VLProcessor / Qwen2_5_VLProcessor, for machines where
+  transformers cannot build those (their video processor needs torchvision): the checkpoint's own
+  image processor, tokenizer and chat template, and the image / video placeholder tokens. The
+  layout (data/encoders/hf.py) uses only these parts, with the real processor too; what is missing
+  is the processor's __call__ (videos go through the image processor frame by frame there)."""
+
+  def __init__(self, image_processor, tokenizer, chat_template=None):
+    self.image_processor, self.tokenizer = image_processor, tokenizer
+    self.chat_template = chat_template if chat_template is not None else tokenizer.chat_template
+    self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+    self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+    self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+    self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+
+  @classmethod
+  def from_directory(cls, directory: Path):
+    from transformers import AutoImageProcessor, AutoTokenizer
+    template = None
+    if (directory / "chat_template.jinja").is_file():
+      template = (directory / "chat_template.jinja").read_text()
+    elif (directory / "chat_template.json").is_file():
+      template = json.loads((directory / "chat_template.json").read_text())["chat_template"]
+    return cls(AutoImageProcessor.from_pretrained(directory, trust_remote_code=False),
+               AutoTokenizer.from_pretrained(directory, trust_remote_code=False), template)
+
+  def apply_chat_template(self, conversation, **kwargs):
+    if not self.chat_template:
+      raise ValueError("this Qwen checkpoint has no chat template (chat_template.jinja / .json or in "
+                       "tokenizer_config.json)")
+    return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, **kwargs)

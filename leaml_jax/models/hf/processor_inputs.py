@@ -107,7 +107,7 @@ def _qwen_media(inputs: dict, ids_BT, cfg):
     if len(patches) != int(grid_thw.prod(axis=1).sum()) or patches.shape[1:] != (3 * T * p * p,):
       raise ValueError(f"hf: {px_key} {patches.shape} do not match {grid_key} {grid_thw.tolist()}")
     starts = np.cumsum(grid_thw.prod(axis=1)) - grid_thw.prod(axis=1)
-    items[kind] = [_frames(patches[s:s + t * h * w], (t, h, w), p, m, T) for s, (t, h, w) in zip(starts, grid_thw)]
+    items[kind] = [patches_to_frames(patches[s:s + t * h * w], (t, h, w), p, m, T) for s, (t, h, w) in zip(starts, grid_thw)]
   if len(grids) != 1:
     raise ValueError(f"hf: {family_of(cfg)} takes images and videos of one size per batch (all grids' h, w "
                      f"equal); got grids {sorted(grids)}")
@@ -145,7 +145,7 @@ def _qwen_media(inputs: dict, ids_BT, cfg):
   return cfg, out
 
 
-def _frames(patches, grid_thw, p, m, T) -> np.ndarray:
+def patches_to_frames(patches, grid_thw, p, m, T) -> np.ndarray:
   """One image's or video's flat patches [t·h·w, 3·T·p·p] (per temporal patch: m x m windows in
   row-major order, each row-major inside) -> its temporal patches [t,height,width,3·T], the T frames
   stacked frame-major along channels (a still image is T equal frames)."""

@@ -1,0 +1,209 @@
+"""Qwen2.5-VL in the data pipeline and the stages, against transformers (PyTorch, CPU, offline).
+
+A tiny random Qwen2.5-VL with a byte-level BPE tokenizer (trained here on the synthetic worlds'
+text, Qwen's special tokens and chat template added; no <bos>, as Qwen's) and its image processor
+is saved with `save_pretrained`. Our encoder's batches are compared with what transformers'
+tokenizer, chat template and image processor give (laid out as Qwen2_5_VLProcessor lays them out:
+tests/hf_families.py `Qwen2VLInputs`, since that processor needs torchvision, which does not
+install against this CPU build of torch), our logits and loss with what its model computes, and a
+`--config.model.path` run goes through the stages with it as base model and as caption teacher
+(captions == transformers' greedy `generate` on the same videos).
+"""
+import functools
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import Qwen2VLImageProcessorPil
+
+from leaml_jax import losses, main
+from leaml_jax.data import encoders, pipeline, prompts, tokenizer
+from leaml_jax.models import hf
+from leaml_jax.stages import artifacts, context
+from tests.hf_families import Qwen2VLInputs, randomise
+from tests.test_hf_pipeline import _config
+
+TOL = 1e-4
+TEXT_LEN = 96
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:transformers", "ignore::UserWarning")
+
+# Qwen2-VL / Qwen2.5-VL-Instruct's chat template (add_vision_id left in).
+QWEN_CHAT = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+            "<|video_pad|>"]
+
+
+def qwen_tokenizer():
+  bpe = tokenizer.synthetic_tokenizer(vocab_size=400, num_per_domain=30)
+  tok = PreTrainedTokenizerFast(tokenizer_object=bpe.tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"})
+  tok.add_special_tokens({"additional_special_tokens": SPECIALS})
+  tok.chat_template = QWEN_CHAT
+  return tok
+
+
+@functools.lru_cache(maxsize=None)
+def qwen_bpe() -> Path:
+  """Directory with a tiny Qwen2.5-VL (config + safetensors), its tokenizer, image processor and
+  chat template. The tower as tests/hf_families.py's: 14-px patches, 2x2 merged, 56-px windows in
+  blocks 0 and 2, tokens_per_second 2."""
+  tok = qwen_tokenizer()
+  ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
+  ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
+  V = 512
+  assert len(tok) <= V and tok.bos_token_id is None
+  text = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+              vocab_size=V, rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 2, 2]),
+              pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], bos_token_id=None)
+  vision = dict(depth=4, hidden_size=32, intermediate_size=40, num_heads=4, out_hidden_size=48, patch_size=14,
+                window_size=56, fullatt_block_indexes=[1, 3], tokens_per_second=2)
+  cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                         tie_word_embeddings=False, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+  model = randomise(Qwen2_5_VLForConditionalGeneration(cfg), seed=23)
+  directory = Path(tempfile.mkdtemp(prefix="hf_qwen2_5_vl_bpe_"))
+  model.save_pretrained(directory, safe_serialization=True)
+  tok.save_pretrained(directory)
+  ip.save_pretrained(directory)
+  (directory / "chat_template.jinja").write_text(QWEN_CHAT)
+  return directory
+
+
+@functools.lru_cache(maxsize=None)
+def reference(directory: Path):
+  """transformers' model and the processor's output built from its tokenizer + image processor."""
+  model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory).eval()
+  tok = PreTrainedTokenizerFast.from_pretrained(directory)
+  tok.padding_side = "right"
+  return model, Qwen2VLInputs(Qwen2VLImageProcessorPil.from_pretrained(directory), tok, with_seconds=True)
+
+
+def _chat(tok, prompt, target=None, media="image"):
+  """The chat template's text (transformers' apply_chat_template): user turn, + the answer and <|im_end|>."""
+  user = {"role": "user", "content": [{"type": media}, {"type": "text", "text": prompt}]}
+  text = tok.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+  return text if target is None else text + target + "<|im_end|>"
+
+
+def _bicubic(image, size):
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+def _ours(model, params, batch):
+  logits = np.asarray(model.apply({"params": params}, batch["image"], batch["text"], batch["mask_ar"],
+                                  batch["mask_input"])[0])
+  loss, _ = losses.token_ce(logits, batch["text"], batch["mask_loss"])
+  return logits, float(loss)
+
+
+def _labels(inputs, tok, targets):
+  """HF labels: -100 but on each row's answer tokens and its <|im_end|> (the last real tokens)."""
+  labels = torch.full_like(inputs["input_ids"], -100)
+  for b, t in enumerate(targets):
+    n, k = int(inputs["attention_mask"][b].sum()), len(tok(t + "<|im_end|>", add_special_tokens=False)["input_ids"])
+    labels[b, n - k:n] = inputs["input_ids"][b, n - k:n]
+  return labels
+
+
+def _check_rows(batch, inputs, tok, targets):
+  for b, target in enumerate(targets):
+    real = inputs["attention_mask"][b].numpy().astype(bool)
+    ours = batch["mask_input"][b].astype(bool)
+    np.testing.assert_array_equal(batch["text"][b][ours], inputs["input_ids"][b][real])
+    assert (batch["mask_ar"][b] == 1).all()  # causal throughout, as transformers' Qwen2.5-VL
+    answer = tok(target + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    np.testing.assert_array_equal(batch["text"][b][batch["mask_loss"][b] == 1], answer)
+
+
+# ----------------------------------------------------------------------------- encoders
+def test_image_batch_is_the_processors_and_gives_transformers_logits_and_loss():
+  """Two stills, 56x56 (the bucket: exactly the processor's) and 40x70 (resized to the bucket)."""
+  directory = qwen_bpe()
+  ref_model, ref = reference(directory)
+  model, params, processor = hf.load(directory, dtype="float32")
+  assert type(processor).__name__ in ("QwenVLParts", "Qwen2_5_VLProcessor")
+  tok = tokenizer.HFTokenizer(processor.tokenizer, processor=processor)
+  rng = np.random.default_rng(0)
+  records = [{"image": rng.integers(0, 256, (56, 56, 3), dtype=np.uint8), "prompt": "Is there a polyp?",
+              "target": "yes", "id": "a"},
+             {"image": rng.integers(0, 256, (40, 70, 3), dtype=np.uint8),
+              "prompt": "Which way does the ball move? A. up B. left C. right D. down", "target": "left", "id": "b"}]
+  ds = pipeline.make_dataset(records, encoders.encoder_for(tok, TEXT_LEN, image_size=56), batch_size=2, seed=0,
+                             shuffle=False, num_epochs=1, prefetch=0)
+  batch = next(iter(ds))
+  assert batch["image"].shape == (2, 56, 56, 6) and batch["text"].shape == (2, TEXT_LEN)
+  hf_tok = ref.tokenizer
+  targets = [r["target"] for r in records]
+  inputs = ref(images=[[records[0]["image"]], [_bicubic(records[1]["image"], 56)]],
+               text=[_chat(hf_tok, r["prompt"], r["target"]) for r in records])
+  _check_rows(batch, inputs, hf_tok, targets)
+  assert (inputs["input_ids"] == processor.image_token_id).sum() == 2 * 4  # 56x56: 4x4 patches, 2x2 merged
+  ip = ref.image_processor  # pixels: the bucket image normalised by the processor's mean / std
+  for b, image in enumerate([records[0]["image"], _bicubic(records[1]["image"], 56)]):
+    want = (image / 255.0 - np.array(ip.image_mean)) / np.array(ip.image_std)
+    for frame in (batch["image"][b][..., :3], batch["image"][b][..., 3:]):
+      np.testing.assert_allclose(frame, want, atol=1e-5)
+  with torch.no_grad():
+    out = ref_model(**inputs, labels=_labels(inputs, hf_tok, targets))
+  logits, loss = _ours(model, params, batch)
+  delta = max(np.abs(logits[b, :int(batch["mask_input"][b].sum())]
+                     - out.logits[b, :int(inputs["attention_mask"][b].sum())].numpy()).max() for b in range(2))
+  print(f"qwen2_5_vl pipeline image batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
+  assert delta <= TOL and abs(loss - float(out.loss)) <= 1e-5
+
+
+def test_clips_are_videos_and_give_transformers_logits_and_loss():
+  """A 4-frame clip (2 temporal patches) and a 3-frame one (its last frame repeated, as the video
+  processor pads); Qwen2.5-VL's temporal M-RoPE step at 2 fps (second_per_grid_ts 1.0)."""
+  directory = qwen_bpe()
+  ref_model, ref = reference(directory)
+  model, params, processor = hf.load(directory, dtype="float32")
+  tok = tokenizer.HFTokenizer(processor.tokenizer, processor=processor)
+  rng = np.random.default_rng(1)
+  clips = [rng.integers(0, 256, (4, 56, 56, 3), dtype=np.uint8), rng.integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)]
+  prompts_ = ["What happens next?", "Where does the ball go?"]
+  targets = ["the ball goes left", "up"]
+  encoder = encoders.encoder_for(tok, TEXT_LEN, image_size=56)
+  rows = [encoder.encode_example(c, p, t, str(i)) for i, (c, p, t) in enumerate(zip(clips, prompts_, targets))]
+  batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+  assert batch["image"].shape == (2, 2, 56, 56, 6)
+  hf_tok = ref.tokenizer
+  second = [_bicubic(f, 56) for f in clips[1]]
+  inputs = ref(videos=[[clips[0]], [np.stack(second + second[-1:])]], fps=2.0,
+               text=[_chat(hf_tok, p, t, media="video") for p, t in zip(prompts_, targets)])
+  _check_rows(batch, inputs, hf_tok, targets)
+  with torch.no_grad():
+    out = ref_model(**inputs, labels=_labels(inputs, hf_tok, targets))
+  logits, loss = _ours(model, params, batch)
+  delta = max(np.abs(logits[b, :int(batch["mask_input"][b].sum())]
+                     - out.logits[b, :int(inputs["attention_mask"][b].sum())].numpy()).max() for b in range(2))
+  print(f"qwen2_5_vl pipeline video batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
+  assert delta <= TOL and abs(loss - float(out.loss)) <= 1e-5
+
+
+def test_qwen_encoder_needs_a_bucket_and_fits_the_prompt():
+  directory = qwen_bpe()
+  processor = hf.processor(directory)
+  with pytest.raises(ValueError, match="image_size"):
+    encoders.HFEncoder(processor, TEXT_LEN)
+  encoder = encoders.HFEncoder(processor, 40, image_size=56)
+  with pytest.raises(Exception, match="text_len"):
+    encoder.encode_example(np.zeros((56, 56, 3), np.uint8), "Is there a polyp?", "yes", "x")
