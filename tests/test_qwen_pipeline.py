@@ -63,8 +63,9 @@ def qwen_tokenizer():
 @functools.lru_cache(maxsize=None)
 def qwen_bpe() -> Path:
   """Directory with a tiny Qwen2.5-VL (config + safetensors), its tokenizer, image processor and
-  chat template. The tower as tests/hf_families.py's: 14-px patches, 2x2 merged, 56-px windows in
-  blocks 0 and 2, tokens_per_second 2."""
+  chat template. 14-px patches, 2x2 merged; two tower blocks, the first within 56-px windows (an
+  84-px image has four, three cut by its edges), the second over the whole image; tokens_per_second 2
+  (as the released checkpoints). Small, so the pipeline run below stays short."""
   tok = qwen_tokenizer()
   ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
   ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
@@ -73,8 +74,8 @@ def qwen_bpe() -> Path:
   text = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
               vocab_size=V, rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 2, 2]),
               pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], bos_token_id=None)
-  vision = dict(depth=4, hidden_size=32, intermediate_size=40, num_heads=4, out_hidden_size=48, patch_size=14,
-                window_size=56, fullatt_block_indexes=[1, 3], tokens_per_second=2)
+  vision = dict(depth=2, hidden_size=32, intermediate_size=40, num_heads=4, out_hidden_size=48, patch_size=14,
+                window_size=56, fullatt_block_indexes=[1], tokens_per_second=2)
   cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                          video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                          tie_word_embeddings=False, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
@@ -135,29 +136,29 @@ def _check_rows(batch, inputs, tok, targets):
 
 # ----------------------------------------------------------------------------- encoders
 def test_image_batch_is_the_processors_and_gives_transformers_logits_and_loss():
-  """Two stills, 56x56 (the bucket: exactly the processor's) and 40x70 (resized to the bucket)."""
+  """Two stills, 84x84 (the bucket: exactly the processor's) and 40x70 (resized to the bucket)."""
   directory = qwen_bpe()
   ref_model, ref = reference(directory)
   model, params, processor = hf.load(directory, dtype="float32")
   assert type(processor).__name__ in ("QwenVLParts", "Qwen2_5_VLProcessor")
   tok = tokenizer.HFTokenizer(processor.tokenizer, processor=processor)
   rng = np.random.default_rng(0)
-  records = [{"image": rng.integers(0, 256, (56, 56, 3), dtype=np.uint8), "prompt": "Is there a polyp?",
+  records = [{"image": rng.integers(0, 256, (84, 84, 3), dtype=np.uint8), "prompt": "Is there a polyp?",
               "target": "yes", "id": "a"},
              {"image": rng.integers(0, 256, (40, 70, 3), dtype=np.uint8),
               "prompt": "Which way does the ball move? A. up B. left C. right D. down", "target": "left", "id": "b"}]
-  ds = pipeline.make_dataset(records, encoders.encoder_for(tok, TEXT_LEN, image_size=56), batch_size=2, seed=0,
+  ds = pipeline.make_dataset(records, encoders.encoder_for(tok, TEXT_LEN, image_size=84), batch_size=2, seed=0,
                              shuffle=False, num_epochs=1, prefetch=0)
   batch = next(iter(ds))
-  assert batch["image"].shape == (2, 56, 56, 6) and batch["text"].shape == (2, TEXT_LEN)
+  assert batch["image"].shape == (2, 84, 84, 6) and batch["text"].shape == (2, TEXT_LEN)
   hf_tok = ref.tokenizer
   targets = [r["target"] for r in records]
-  inputs = ref(images=[[records[0]["image"]], [_bicubic(records[1]["image"], 56)]],
+  inputs = ref(images=[[records[0]["image"]], [_bicubic(records[1]["image"], 84)]],
                text=[_chat(hf_tok, r["prompt"], r["target"]) for r in records])
   _check_rows(batch, inputs, hf_tok, targets)
-  assert (inputs["input_ids"] == processor.image_token_id).sum() == 2 * 4  # 56x56: 4x4 patches, 2x2 merged
+  assert (inputs["input_ids"] == processor.image_token_id).sum() == 2 * 9  # 84x84: 6x6 patches, 2x2 merged
   ip = ref.image_processor  # pixels: the bucket image normalised by the processor's mean / std
-  for b, image in enumerate([records[0]["image"], _bicubic(records[1]["image"], 56)]):
+  for b, image in enumerate([records[0]["image"], _bicubic(records[1]["image"], 84)]):
     want = (image / 255.0 - np.array(ip.image_mean)) / np.array(ip.image_std)
     for frame in (batch["image"][b][..., :3], batch["image"][b][..., 3:]):
       np.testing.assert_allclose(frame, want, atol=1e-5)
@@ -207,3 +208,54 @@ def test_qwen_encoder_needs_a_bucket_and_fits_the_prompt():
   encoder = encoders.HFEncoder(processor, 40, image_size=56)
   with pytest.raises(Exception, match="text_len"):
     encoder.encode_example(np.zeros((56, 56, 3), np.uint8), "Is there a polyp?", "yes", "x")
+
+
+# ----------------------------------------------------------------------------- stages
+@pytest.fixture(scope="module")
+def model_path_run(tmp_path_factory):
+  """The synthetic sports clips (4 frames each: Qwen videos of 2 temporal patches) at 56 px, the tiny
+  Qwen2.5-VL as base and as teacher."""
+  directory = qwen_bpe()
+  workdir = str(tmp_path_factory.mktemp("qwen_model_path_run"))
+  cfg = _config(directory, **{"data.frames": "blocks", "data.image_size": "56", "data.text_len": "128",
+                              "data.num_train": "12", "data.num_test": "2", "eval.batch_size": "8"})
+  timings = main.main(cfg, workdir)
+  return directory, cfg, workdir, timings
+
+
+def test_model_path_run_imports_base_and_adapts_it(model_path_run):
+  directory, cfg, workdir, timings = model_path_run
+  assert list(timings) == list(cfg.stages)
+  ctx = context.Context(cfg, workdir)
+  _, params, _ = hf.load(directory, dtype="float32")
+  base = jax.tree.map(np.asarray, ctx.load_params("base"))
+  jax.tree.map(np.testing.assert_array_equal, base, jax.tree.map(np.asarray, params))  # the checkpoint itself
+  assert ctx.encoder.family == "qwen2_vl" and tuple(ctx.encoder.bucket) == (56, 56)
+  vqa = jax.tree.map(np.asarray, ctx.load_params("vqa"))
+  changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), vqa, base))
+  assert any(changed)
+  metrics = [json.loads(line) for line in open(os.path.join(workdir, "vqa", "metrics.jsonl"))]
+  assert metrics and all(np.isfinite(m["loss"]) for m in metrics)
+  for method in ("zero_shot", "leaml"):
+    result = json.load(open(os.path.join(workdir, "eval", f"{method}.json")))
+    assert result["n"] >= 1 and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_teacher_captions_are_transformers_greedy_captions(model_path_run):
+  directory, cfg, workdir, _ = model_path_run
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "data", "captions.jsonl"))]
+  ctx = context.Context(cfg, workdir)
+  pool = artifacts.examples(ctx, "unlabeled")
+  assert all(np.shape(ex["image"]) == (4, 56, 56, 3) for ex in pool)
+  ref_model, ref = reference(directory)
+  ref.tokenizer.padding_side = "left"
+  try:
+    text = _chat(ref.tokenizer, prompts.caption_prompt("qwen2_vl"), media="video")
+    inputs = ref(videos=[[ex["image"]] for ex in pool], fps=2.0, text=[text] * len(pool))
+  finally:
+    ref.tokenizer.padding_side = "right"
+  with torch.no_grad():
+    out = ref_model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+  want = [ref.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
+  assert {r["image_id"]: r["caption"] for r in rows} == {ex["id"]: w for ex, w in zip(pool, want) if w}
+  assert len(set(want)) > 1
