@@ -1,7 +1,8 @@
 """Neuron relevance for QA and the selection mask (LEAML's selective neuron update).
 
-A *neuron* is unit j of a transformer MLP hidden layer h (LM: act(gate)·up, ViT: act(fc1)):
-column j of gate/up (fc1) and row j of down (fc2). The model exposes h through
+A *neuron* is unit j of a transformer MLP hidden layer h (LM: act(gate)·up, ViT: act(fc1), Qwen2.5-VL's
+tower: silu(gate)·up with biases): column j of gate/up (fc1) with its bias entries, and row j of
+down (fc2). The down projection's bias belongs to no neuron (it is per output). The model exposes h through
 `sow("intermediates", "mlp_hidden")` and `perturb("mlp_hidden")`, so one jitted pass yields both
 h_j and dL_QA/dh_j:
 
@@ -26,8 +27,8 @@ from leaml_jax import losses, sharding as shd
 
 HIDDEN = "mlp_hidden"
 # Parameter name -> axis (from the end) that indexes neurons.
-NEURON_AXIS = {"gate_proj/kernel": -1, "up_proj/kernel": -1, "down_proj/kernel": -2,
-               "fc1/kernel": -1, "fc1/bias": -1, "fc2/kernel": -2}
+NEURON_AXIS = {"gate_proj/kernel": -1, "gate_proj/bias": -1, "up_proj/kernel": -1, "up_proj/bias": -1,
+               "down_proj/kernel": -2, "fc1/kernel": -1, "fc1/bias": -1, "fc2/kernel": -2}
 
 
 def _position_weights(mask_loss_BL, T: int, vit: bool = False):

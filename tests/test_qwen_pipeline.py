@@ -19,11 +19,12 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax import traverse_util
 from PIL import Image
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers import Qwen2VLImageProcessorPil
 
-from leaml_jax import losses, main
+from leaml_jax import losses, main, neurons
 from leaml_jax.data import encoders, pipeline, prompts, tokenizer
 from leaml_jax.models import hf
 from leaml_jax.stages import artifacts, context
@@ -208,6 +209,50 @@ def test_qwen_encoder_needs_a_bucket_and_fits_the_prompt():
   encoder = encoders.HFEncoder(processor, 40, image_size=56)
   with pytest.raises(Exception, match="text_len"):
     encoder.encode_example(np.zeros((56, 56, 3), np.uint8), "Is there a polyp?", "yes", "x")
+
+
+def test_relevance_mask_selects_whole_qwen_neurons():
+  """Relevance on a Qwen2.5-VL batch covers the tower's SwiGLU MLP (with biases) and the LM's MLP; the
+  param mask holds each selected neuron whole (gate / up column and bias entry, down row) and nothing
+  else (the down bias, attention, norms: 0), and a gradient through `mask_gradients` reaches exactly
+  those entries."""
+  directory = qwen_bpe()
+  model, params, processor = hf.load(directory, dtype="float32")
+  tok = tokenizer.HFTokenizer(processor.tokenizer, processor=processor)
+  encoder = encoders.encoder_for(tok, TEXT_LEN, image_size=84)
+  rng = np.random.default_rng(4)
+  rows = [encoder.encode_example(rng.integers(0, 256, (84, 84, 3), dtype=np.uint8), "Is there a polyp?", t, t)
+          for t in ("yes", "no")]
+  batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+  scores = neurons.relevance(model, params, [batch], score="taylor")
+  vision, lm = "img/Transformer/encoderblock/mlp", "llm/layers/mlp"
+  assert sorted(scores) == [vision, lm] and scores[vision].shape == (2, 40) and scores[lm].shape == (3, 96)
+  masks, tree = neurons.select(scores, 0.25, per_layer=True, params=params)
+  sel = {k: masks[k].astype(bool) for k in (vision, lm)}
+  assert all(0 < m.sum() < m.size for m in sel.values())
+
+  def loss(p):
+    logits, _ = model.apply({"params": neurons.mask_gradients(p, tree)}, batch["image"], batch["text"],
+                            batch["mask_ar"], batch["mask_input"])
+    return losses.token_ce(logits, batch["text"], batch["mask_loss"])[0]
+
+  grads = jax.grad(loss)(params)
+  flat_tree, flat_grad = (traverse_util.flatten_dict(t, sep="/") for t in (tree, grads))
+  for path, p in traverse_util.flatten_dict(params, sep="/").items():
+    m = np.broadcast_to(np.asarray(flat_tree[path]), p.shape)
+    module, _, leaf = path.rpartition("/")
+    module, _, proj = module.rpartition("/")
+    if module in sel and proj in ("gate_proj", "up_proj"):  # [Ly, D, F] kernel, [Ly, F] bias: neuron j = last axis
+      want = np.broadcast_to(sel[module][:, None, :] if leaf == "kernel" else sel[module], p.shape)
+    elif module in sel and proj == "down_proj" and leaf == "kernel":  # [Ly, F, D]: neuron j = row j
+      want = np.broadcast_to(sel[module][:, :, None], p.shape)
+    else:
+      want = np.zeros(p.shape, bool)
+    np.testing.assert_array_equal(m, want.astype(np.float32), err_msg=path)
+    g = np.asarray(flat_grad[path])
+    assert (g[~want] == 0).all(), path  # masked entries get no gradient
+    if want.any():
+      assert (g[want] != 0).mean() > 0.9, path  # the selected neurons' entries do
 
 
 # ----------------------------------------------------------------------------- stages
