@@ -21,7 +21,8 @@ import pytest
 import torch
 from flax import traverse_util
 from PIL import Image
-from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
+                          Qwen2VLForConditionalGeneration)
 from transformers import Qwen2VLImageProcessorPil
 
 from leaml_jax import losses, main, neurons
@@ -61,12 +62,16 @@ def qwen_tokenizer():
   return tok
 
 
+MODELS = {"qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
+          "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration)}
+
+
 @functools.lru_cache(maxsize=None)
-def qwen_bpe() -> Path:
-  """Directory with a tiny Qwen2.5-VL (config + safetensors), its tokenizer, image processor and
-  chat template. 14-px patches, 2x2 merged; two tower blocks, the first within 56-px windows (an
-  84-px image has four, three cut by its edges), the second over the whole image; tokens_per_second 2
-  (as the released checkpoints). Small, so the pipeline run below stays short."""
+def qwen_bpe(family: str = "qwen2_5_vl") -> Path:
+  """Directory with a tiny Qwen2.5-VL (or Qwen2-VL) (config + safetensors), its tokenizer, image
+  processor and chat template. 14-px patches, 2x2 merged; Qwen2.5-VL: two tower blocks, the first
+  within 56-px windows (an 84-px image has four, three cut by its edges), the second over the whole
+  image; tokens_per_second 2 (as the released checkpoints). Small, so the pipeline run stays short."""
   tok = qwen_tokenizer()
   ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
   ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
@@ -77,11 +82,14 @@ def qwen_bpe() -> Path:
               pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], bos_token_id=None)
   vision = dict(depth=2, hidden_size=32, intermediate_size=40, num_heads=4, out_hidden_size=48, patch_size=14,
                 window_size=56, fullatt_block_indexes=[1], tokens_per_second=2)
-  cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+  if family == "qwen2_vl":
+    vision = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=14)
+  config_cls, model_cls = MODELS[family]
+  cfg = config_cls(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                          video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                          tie_word_embeddings=False, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-  model = randomise(Qwen2_5_VLForConditionalGeneration(cfg), seed=23)
-  directory = Path(tempfile.mkdtemp(prefix="hf_qwen2_5_vl_bpe_"))
+  model = randomise(model_cls(cfg), seed=23)
+  directory = Path(tempfile.mkdtemp(prefix=f"hf_{family}_bpe_"))
   model.save_pretrained(directory, safe_serialization=True)
   tok.save_pretrained(directory)
   ip.save_pretrained(directory)
@@ -90,12 +98,13 @@ def qwen_bpe() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def reference(directory: Path):
+def reference(directory: Path, family: str = "qwen2_5_vl"):
   """transformers' model and the processor's output built from its tokenizer + image processor."""
-  model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory).eval()
+  model = MODELS[family][1].from_pretrained(directory).eval()
   tok = PreTrainedTokenizerFast.from_pretrained(directory)
   tok.padding_side = "right"
-  return model, Qwen2VLInputs(Qwen2VLImageProcessorPil.from_pretrained(directory), tok, with_seconds=True)
+  return model, Qwen2VLInputs(Qwen2VLImageProcessorPil.from_pretrained(directory), tok,
+                              with_seconds=family == "qwen2_5_vl")
 
 
 def _chat(tok, prompt, target=None, media="image"):
@@ -136,12 +145,13 @@ def _check_rows(batch, inputs, tok, targets):
 
 
 # ----------------------------------------------------------------------------- encoders
-def test_image_batch_is_the_processors_and_gives_transformers_logits_and_loss():
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl"])
+def test_image_batch_is_the_processors_and_gives_transformers_logits_and_loss(family):
   """Two stills, 84x84 (the bucket: exactly the processor's) and 40x70 (resized to the bucket)."""
-  directory = qwen_bpe()
-  ref_model, ref = reference(directory)
+  directory = qwen_bpe(family)
+  ref_model, ref = reference(directory, family)
   model, params, processor = hf.load(directory, dtype="float32")
-  assert type(processor).__name__ in ("QwenVLParts", "Qwen2_5_VLProcessor")
+  assert type(processor).__name__ in ("QwenVLParts", "Qwen2_5_VLProcessor", "Qwen2VLProcessor")
   tok = tokenizer.HFTokenizer(processor.tokenizer, processor=processor)
   rng = np.random.default_rng(0)
   records = [{"image": rng.integers(0, 256, (84, 84, 3), dtype=np.uint8), "prompt": "Is there a polyp?",
@@ -168,15 +178,16 @@ def test_image_batch_is_the_processors_and_gives_transformers_logits_and_loss():
   logits, loss = _ours(model, params, batch)
   delta = max(np.abs(logits[b, :int(batch["mask_input"][b].sum())]
                      - out.logits[b, :int(inputs["attention_mask"][b].sum())].numpy()).max() for b in range(2))
-  print(f"qwen2_5_vl pipeline image batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
+  print(f"{family} pipeline image batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
   assert delta <= TOL and abs(loss - float(out.loss)) <= 1e-5
 
 
-def test_clips_are_videos_and_give_transformers_logits_and_loss():
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl"])
+def test_clips_are_videos_and_give_transformers_logits_and_loss(family):
   """A 4-frame clip (2 temporal patches) and a 3-frame one (its last frame repeated, as the video
   processor pads); Qwen2.5-VL's temporal M-RoPE step at 2 fps (second_per_grid_ts 1.0)."""
-  directory = qwen_bpe()
-  ref_model, ref = reference(directory)
+  directory = qwen_bpe(family)
+  ref_model, ref = reference(directory, family)
   model, params, processor = hf.load(directory, dtype="float32")
   tok = tokenizer.HFTokenizer(processor.tokenizer, processor=processor)
   rng = np.random.default_rng(1)
@@ -197,7 +208,7 @@ def test_clips_are_videos_and_give_transformers_logits_and_loss():
   logits, loss = _ours(model, params, batch)
   delta = max(np.abs(logits[b, :int(batch["mask_input"][b].sum())]
                      - out.logits[b, :int(inputs["attention_mask"][b].sum())].numpy()).max() for b in range(2))
-  print(f"qwen2_5_vl pipeline video batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
+  print(f"{family} pipeline video batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
   assert delta <= TOL and abs(loss - float(out.loss)) <= 1e-5
 
 
@@ -263,7 +274,7 @@ def model_path_run(tmp_path_factory):
   directory = qwen_bpe()
   workdir = str(tmp_path_factory.mktemp("qwen_model_path_run"))
   cfg = _config(directory, **{"data.frames": "blocks", "data.image_size": "56", "data.text_len": "128",
-                              "data.num_train": "12", "data.num_test": "2", "eval.batch_size": "8"})
+                              "data.num_train": "8", "data.num_test": "1", "eval.batch_size": "8"})
   timings = main.main(cfg, workdir)
   return directory, cfg, workdir, timings
 

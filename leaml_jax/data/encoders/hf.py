@@ -23,7 +23,7 @@ tokens are all the processor's; this module only lays its output out as the mode
              resized (PIL bicubic, the image processor's own resample) to ONE bucket, the size the
              image processor's rule (smart_resize: multiples of patch·merge, min/max pixels) gives an
              image_size x image_size image, so one jit shape serves every batch whatever the input
-             sizes; for inputs already image_size square this is exactly the processor's resize.
+             sizes; for inputs already image_size square this is exactly the (PIL) processor's resize.
              image [H,W,3·T] (a still: T equal frames, as the processor repeats it) or, for a clip,
              [t,H,W,3·T]: the frames normalised by the image processor, T = temporal_patch_size per
              temporal patch (frame-major channels), the last frame repeated up to a multiple of T
