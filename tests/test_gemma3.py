@@ -152,7 +152,7 @@ def test_teacher_captions_are_transformers_chat_greedy_captions():
   rng = np.random.default_rng(8)
   pool = [{"id": f"u{i}", "image": im} for i, im in enumerate(images(rng, [(32, 32), (40, 24), (24, 48)]))]
   ctx = SimpleNamespace(config=ConfigDict(dict(captions=dict(teacher_path=str(f.directory), batch_size=2,
-                                                             max_new_tokens=8))),
+                                                             max_new_tokens=8), data=dict(image_size=32))),
                         mesh=None, model_options=lambda: dict(dtype="float32"))
   rows = captions.teacher_captions(ctx, pool)
   processor = f.processor
