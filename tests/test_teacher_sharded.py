@@ -47,7 +47,7 @@ def _assert_sharded_over_fsdp_and_tensor(params):
 
 def _ctx(directory, mesh, batch_size=4):
   return SimpleNamespace(config=ConfigDict(dict(captions=dict(teacher_path=str(directory), batch_size=batch_size,
-                                                              max_new_tokens=8))),
+                                                              max_new_tokens=8), data=dict(image_size=32))),
                          mesh=mesh, model_options=lambda: dict(dtype="float32"))
 
 
