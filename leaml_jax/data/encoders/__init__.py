@@ -6,7 +6,7 @@ An encoder has `text_len`, `tokenizer` and
 (text arrays int32 [text_len], packed by packing.layout; image float32 [H, W, 3] or [n, H, W, 3]).
 Two exist: `TextEncoder` (text.py: the synthetic layout, our BPE tokenizer, images already at the
 model's size) and `HFEncoder` (hf.py: a real family's layout through its transformers
-processor). `encoder_for(tok, text_len)` picks one from the tokenizer a run uses.
+processor). `encoder_for(tok, text_len, image_size)` picks one from the tokenizer a run uses.
 """
 import numpy as np
 

@@ -1,6 +1,6 @@
 """Real families: examples -> fixed-shape arrays through the checkpoint's own transformers processor.
 
-`HFEncoder(processor, text_len)` has the same interface as `text.TextEncoder` (the synthetic
+`HFEncoder(processor, text_len, image_size=None)` has the same interface as `text.TextEncoder` (the synthetic
 layout): `encode_example(image, prompt, target, example_id)` -> {image, text, mask_ar, mask_loss,
 mask_input}. Tokenisation, image resizing and normalisation, image-token expansion and special
 tokens are all the processor's; this module only lays its output out as the model takes it:
