@@ -197,6 +197,28 @@ def test_base_is_measured_on_general_images_it_never_trained_on(tmp_path):
   assert all(0.0 <= v <= 1.0 for v in result["per_type"].values())
 
 
+def test_image_shuffled_control_asks_every_question_of_another_examples_image(tmp_path, monkeypatch):
+  """A model that reads the image (answers right only when shown the question's own image) scores
+  1.0 with its own images and 0.0 on the control; one that ignores the image scores the same on both."""
+  cfg = config_lib.load_config_file("configs/demo.py:quick")
+  for k, v in {"stages": "prepare,base", "data.num_train": "40", "data.num_test": "10", "base.num_images": "40",
+               "base.eval_images": "9", "base.steps": "1", "base.batch_size": "8", "mesh.num_devices": "1"}.items():
+    config_lib.apply_override(cfg, k, v)
+  fake = lambda answer: lambda model, params, records, **kw: ([answer(r) for r in records], None)  # noqa: E731
+  monkeypatch.setattr(base.generate, "generate_texts", fake(lambda r: r["answer"]))
+  workdir = str(tmp_path / "run")
+  main.main(cfg, workdir)  # builds the general world and trains the base one step
+  ctx = context.Context(cfg, workdir)
+  own = {ex["id"]: _hashes([ex]) for ex in base.general_examples(ctx, "test")}
+  reads_image = lambda r: r["answer"] if _hashes([r]) == own[r["image_id"]] else "no such answer"  # noqa: E731
+  for answer, want in ((reads_image, (1.0, 0.0)), (lambda r: r["answer"], (1.0, 1.0))):
+    monkeypatch.setattr(base.generate, "generate_texts", fake(answer))
+    result = base.evaluate_general(ctx, params=None)
+    assert result["n"] > 9  # several questions per image
+    assert (result["accuracy"], result["image_shuffled"]["accuracy"]) == want
+    assert set(result["image_shuffled"]["per_type"]) == set(result["per_type"])
+
+
 def test_claim_base_trains_longer_without_slowing_the_demo_or_quick():
   """The comparison's base (trained once per sweep) gets the budget general competence needs;
   the 15-minute demo and the 3-minute smoke run keep theirs."""

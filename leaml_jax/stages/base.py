@@ -6,7 +6,8 @@ by config.base.task_weights), on its stills and clips in the run's image layout
 (artifacts.model_view). The pre-trained base then answers the
 general world's held-out test split (images it never trained on) greedily:
 base/general_eval.json = {"accuracy", "per_type", "per_category" (still / clip), "n"}, the
-general competence LEAML assumes of its base.
+general competence LEAML assumes of its base; "image_shuffled" {"accuracy", "per_type"}: the same
+questions about another example's image, the control that shows what the base reads off the image.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def run(ctx) -> None:
   artifacts.write_json(ctx.path("base", GENERAL_EVAL), result)
   per_type = ", ".join(f"{k} {v:.3f}" for k, v in result["per_type"].items())
   print(f"[leaml] base on {result['n']} held-out general questions: accuracy "
-        f"{result['accuracy']:.3f} ({per_type})")
+        f"{result['accuracy']:.3f} ({per_type}); with another example's image "
+        f"{result['image_shuffled']['accuracy']:.3f}")
 
 
 def general_examples(ctx, split: str) -> list[dict]:
@@ -55,15 +57,27 @@ def general_examples(ctx, split: str) -> list[dict]:
 
 
 def evaluate_general(ctx, params) -> dict:
-  """Greedy answers of `params` to every held-out general question, scored as the target's."""
+  """Greedy answers of `params` to every held-out general question, scored as the target's, and
+  the same questions asked of another held-out example's image ("image_shuffled": example i gets
+  the image of example (i + n // 2) mod n, never its own). What a base answers as well without
+  the right image it answers from the question alone: the gap is what it reads off the image."""
   c = ctx.config
-  test = records_lib.vqa_records(general_examples(ctx, "test"))
-  preds, _ = generate.generate_texts(ctx.model, params, test, encoder=ctx.encoder,
-                                     batch_size=c.eval.batch_size,
-                                     max_new_tokens=c.eval.max_new_tokens, desc="base general eval")
-  scores = scoring.accuracy(preds, test)
-  return {"accuracy": scores["accuracy"], "per_type": scores["per_type"],
-          "per_category": scores["per_category"], "n": scores["n"],
+  exs = general_examples(ctx, "test")
+  test = records_lib.vqa_records(exs)
+  n = len(exs)
+  swapped = records_lib.vqa_records([{**ex, "image": exs[(i + n // 2) % n]["image"]}
+                                     for i, ex in enumerate(exs)])
+  scores = {}
+  for name, records in (("own", test), ("image_shuffled", swapped)):
+    preds, _ = generate.generate_texts(ctx.model, params, records, encoder=ctx.encoder,
+                                       batch_size=c.eval.batch_size, max_new_tokens=c.eval.max_new_tokens,
+                                       desc=f"base general eval ({name} images)")
+    scores[name] = (preds, scoring.accuracy(preds, test))
+  preds, own = scores["own"]
+  shuffled = scores["image_shuffled"][1]
+  return {"accuracy": own["accuracy"], "per_type": own["per_type"],
+          "per_category": own["per_category"], "n": own["n"],
+          "image_shuffled": {"accuracy": shuffled["accuracy"], "per_type": shuffled["per_type"]},
           "examples": [{"question": r["prompt"], "gold": r["answer"], "pred": p}
                        for r, p in list(zip(test, preds))[:20]]}
 

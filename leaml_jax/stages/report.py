@@ -193,6 +193,11 @@ def markdown(rep: dict) -> str:
     b = rep["base_general"]
     lines += ["", f"Base model on held-out general-world questions: {_pct(b['accuracy'])}% "
               f"({', '.join(f'{t} {_pct(a)}' for t, a in b.get('per_type', {}).items())})."]
+    if b.get("image_shuffled"):
+      s = b["image_shuffled"]
+      lines += ["", f"The same questions asked of another example's image (what the base answers without "
+                f"reading the image): {_pct(s['accuracy'])}% "
+                f"({', '.join(f'{t} {_pct(a)}' for t, a in s.get('per_type', {}).items())})."]
   for g in _GROUPS:
     cols = sorted({k for r in rep["methods"].values() for k in r.get(g, {})})
     if cols:
