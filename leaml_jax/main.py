@@ -107,10 +107,8 @@ def run_stages(config, workdir: str, registry) -> dict:
 
 
 def _all_processes_reach(point: str) -> None:
-  import jax
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(point)
+  from leaml_jax import processes
+  processes.sync(point)
 
 
 def clear_outputs(workdir: str, paths) -> None:

@@ -55,6 +55,25 @@ class MetricWriter:
     self._f.write(json.dumps(row) + "\n")
     self._f.flush()
 
+  def drop_after(self, step: int):
+    """A run resumed from its step-`step` checkpoint trains the later steps again: the rows a
+    killed run logged for them go, so each step has one row."""
+    if not self.enabled:
+      return
+    keep = lambda lines: [l for l in lines if l.strip() and json.loads(l)["step"] <= step]
+    if self._remote:
+      if len(keep(self._lines)) < len(self._lines):
+        self._lines = keep(self._lines)
+        self._path.write_text("".join(self._lines))
+      return
+    self._f.close()
+    lines = self._path.read_text().splitlines(True)
+    if len(keep(lines)) < len(lines):
+      tmp = self._path.with_name(".tmp_metrics.jsonl")
+      tmp.write_text("".join(keep(lines)))
+      os.replace(tmp, self._path)
+    self._f = open(self._path, "a")
+
   def close(self):
     if self.enabled:
       if not self._remote:

@@ -9,12 +9,15 @@ before any other jax call:
 A caller that initialised jax.distributed itself is left alone.
 
 `batch_size` in the config is the global batch: each process feeds `local_batch_size` rows.
+Shared files are written by process 0 only (stages/artifacts.py); `sync` is where the others
+wait for them, `process_0_first` runs work that must not race on a shared disk.
 """
 from __future__ import annotations
 
 import glob
 
 import jax
+from jax.experimental import multihost_utils
 
 from leaml_jax.errors import ConfigError
 
@@ -54,3 +57,19 @@ def local_batch_size(global_batch: int, count: int | None = None, what: str = "b
     raise ConfigError(f"{what}={global_batch} is the global batch and must divide evenly over "
                       f"{count} processes; use a multiple of {count}")
   return global_batch // count
+
+
+def sync(point: str) -> None:
+  """Every process waits here until all have reached `point` (a no-op with one process); the
+  name must be the same on every process (a mismatch fails loudly)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(point)
+
+
+def process_0_first(fn, point: str):
+  """fn() on process 0, then on every other process: work that writes into a directory the
+  processes may share (a local workdir on one machine or NFS) but that each needs on its own disk
+  otherwise (per-host dataset builds). The others then find process 0's result, or make theirs."""
+  out = fn() if jax.process_index() == 0 else None
+  sync(point)
+  return out if jax.process_index() == 0 else fn()

@@ -273,6 +273,8 @@ def finetune(*, params, tcfg, loss_fn, data_iter, mesh, rng, checkpointer, write
     if data_state is not None:
       data_iter.set_state(data_state)
     print(f"[leaml] {desc}: resumed at step {int(state.step)}")
+    if writer is not None:
+      writer.drop_after(int(state.step))
   step_fn = jit_train_step(make_train_step(loss_fn, tx, grad_accum=tcfg.grad_accum), shardings, mesh)
   state, _ = fit(state=state, step_fn=step_fn, data_iter=data_iter, num_steps=tcfg.steps, rng=rng,
                  mesh=mesh, checkpointer=checkpointer, writer=writer, log_every=tcfg.log_every,

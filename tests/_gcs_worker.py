@@ -1,5 +1,6 @@
 """Subprocess for tests/test_gcs.py: artifacts, metrics, tokenizer and orbax checkpoints round-trip
-through a gs:// workdir (the emulator is chosen by the environment the parent sets)."""
+through a gs:// workdir (the emulator is chosen by the environment the parent sets).
+`--params gs://.../params out.npz` copies a params checkpoint from the bucket into a local npz."""
 import sys
 
 import jax
@@ -41,5 +42,14 @@ def main(workdir: str) -> None:
   print("gcs round trips ok", jax.process_index())
 
 
+def dump_params(directory: str, out: str) -> None:
+  """A params checkpoint (here: in the bucket) -> a local .npz of {path: array}."""
+  from tests.test_processes import read_params
+  np.savez(out, **read_params(directory))
+
+
 if __name__ == "__main__":
-  main(sys.argv[1])
+  if sys.argv[1] == "--params":
+    dump_params(sys.argv[2], sys.argv[3])
+  else:
+    main(sys.argv[1])

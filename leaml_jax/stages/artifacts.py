@@ -5,7 +5,9 @@
   <variant>pseudo_qa.jsonl pseudo_qa   {"image_id", "question", "answer", "options", "type", "confidence"}
   <stage>/params           training stages (orbax, via Context.save_params / load_params)
 
-Paths are local or remote (gs://...; etils.epath, gcsfs underneath). Only process 0 writes.
+Paths are local or remote (gs://...; etils.epath, gcsfs underneath). Every process calls the
+writers; only process 0 writes, and every process returns once the file is complete, so any
+process may read it next.
 Locally every write goes to a temporary file first and is renamed into place; on a bucket the
 object is uploaded whole and appears only once complete (objects are write-once). Either way a
 killed run never leaves a half-written artifact that a rerun would take as complete.
@@ -21,6 +23,7 @@ import jax
 import numpy as np
 from etils import epath
 
+from leaml_jax import processes
 from leaml_jax.data import datasets, frames, prompts, records as records_lib
 from leaml_jax.defaults import ALL_STAGES
 from leaml_jax.errors import CheckpointError
@@ -28,9 +31,14 @@ from leaml_jax.errors import CheckpointError
 
 # ----------------------------------------------------------------------------- atomic files
 def atomic_write(path: str, write_fn, mode: str = "w") -> None:
-  """write_fn(file) into a temporary file beside `path`, then rename it over `path`."""
-  if jax.process_index() != 0:
-    return
+  """write_fn(file) into a temporary file beside `path`, then rename it over `path` (process 0;
+  the others wait until it is there)."""
+  if jax.process_index() == 0:
+    _write(path, write_fn, mode)
+  processes.sync(f"wrote {path}")
+
+
+def _write(path: str, write_fn, mode: str) -> None:
   if is_remote(path):
     buffer = io.BytesIO() if "b" in mode else io.StringIO()
     write_fn(buffer)

@@ -15,13 +15,12 @@ import dataclasses
 import functools
 import hashlib
 import os
-import shutil
 
 import jax
 import numpy as np
 from etils import epath
 
-from leaml_jax import checkpoint, generate, losses, optim, sharding as shd, train
+from leaml_jax import checkpoint, generate, losses, optim, processes, sharding as shd, train
 from leaml_jax.data import encoders, pipeline, scoring
 from leaml_jax.errors import CheckpointError, ConfigError
 from leaml_jax.metrics import MetricWriter
@@ -279,7 +278,7 @@ class Context:
     split, keep the lr's best model params. -> its grid rows (also in <run>/dev.json)."""
     run_name = _lr_dir(name, lr)
     done = self.path(run_name, "dev.json")
-    if os.path.exists(done):  # scored before a kill
+    if artifacts.exists(done):  # scored before a kill
       return artifacts.read_json(done)
     t = tcfg.copy_and_resolve_references()
     t.lr = lr
@@ -338,8 +337,11 @@ def _lr_dir(name: str, lr: float) -> str:
 
 
 def _remove(path: str) -> None:
-  if jax.process_index() == 0 and os.path.isdir(path):
-    shutil.rmtree(path)
+  """Deletes a directory (local or in a bucket) once every process is done with it."""
+  processes.sync(f"remove {path}")
+  if jax.process_index() == 0 and epath.Path(path).is_dir():
+    epath.Path(path).rmtree()
+  processes.sync(f"removed {path}")
 
 
 def _purpose_id(purpose: str) -> int:

@@ -14,6 +14,7 @@ import os
 import numpy as np
 from etils import epath
 
+from leaml_jax import processes
 from leaml_jax.data import datasets, tokenizer as tok_lib
 from leaml_jax.errors import ConfigError
 from leaml_jax.stages import artifacts
@@ -22,7 +23,9 @@ DATA_SEED = 0  # the benchmark itself is fixed; config.seed draws labels and tra
 
 
 def outputs(ctx) -> list[str]:
-  return ["data/tfds", "data/splits.json", "data/tokenizer.json"]
+  # A bucket workdir's datasets are built on each host's disk (build_dir), not under the workdir.
+  local = [] if artifacts.is_remote(ctx.workdir) else ["data/tfds"]
+  return local + ["data/splits.json", "data/tokenizer.json"]
 
 
 def run(ctx) -> None:
@@ -33,10 +36,17 @@ def run(ctx) -> None:
   # Built datasets depend on the data config only: a run reusing another's base reuses its builds.
   data_dir = build_dir(c.base.workdir or ctx.workdir)
   dataset = datasets.name_of(c.data)
-  target = datasets.build(dataset, data_dir, c.data, seed=DATA_SEED)
   # The demo base is pre-trained on the general domain; a real base (model.path) is imported.
-  general = datasets.build(c.base.domain, data_dir, c.data, seed=DATA_SEED, num_train=c.base.num_images,
-                           num_test=c.base.eval_images) if "base" in c.stages and not (c.model.path or c.base.workdir) else ""
+  pretrain = "base" in c.stages and not (c.model.path or c.base.workdir)
+
+  def build():
+    target = datasets.build(dataset, data_dir, c.data, seed=DATA_SEED)
+    general = datasets.build(c.base.domain, data_dir, c.data, seed=DATA_SEED, num_train=c.base.num_images,
+                             num_test=c.base.eval_images) if pretrain else ""
+    return target, general
+
+  # Several processes: two builders renaming into one shared folder would collide.
+  target, general = processes.process_0_first(build, "prepare: datasets built")
   train_ids = datasets.load_source(target, "train").ids()
   test_ids = datasets.load_source(target, "test").ids()
   rng = np.random.default_rng(c.seed)
@@ -87,4 +97,6 @@ def write_tokenizer(ctx) -> None:
   if c.captions.path and artifacts.exists(c.captions.path):
     texts += [str(r.get("caption", "")) for r in artifacts.read_jsonl(c.captions.path)
               if isinstance(r, dict)]
-  tok_lib.train_tokenizer(texts, path, vocab_size=c.data.vocab_size)
+  # Trained and written by process 0 only (the other processes load the file).
+  artifacts.atomic_write(path, lambda f: f.write(
+      tok_lib.train_tokenizer(texts, vocab_size=c.data.vocab_size).tok.to_str(pretty=True)))
