@@ -84,11 +84,12 @@ def _only_stages(config, names):
 
 def run_stages(config, workdir: str, registry) -> dict:
   force = set(str(config.force).split(",")) - {""}
+  from leaml_jax import processes
   from leaml_jax.stages import artifacts, context
   ctx = context.Context(config, workdir)
   timings = {}
   for name in config.stages:
-    _all_processes_reach(f"stage {name}")  # each decides on the same markers
+    processes.sync(f"stage {name}")  # each decides on the same markers
     marker = os.path.join(workdir, "status", f"{name}.json")
     if {name, "all"} & force:
       clear_outputs(workdir, [marker] + registry[name].outputs(ctx))
@@ -106,15 +107,11 @@ def run_stages(config, workdir: str, registry) -> dict:
   return timings
 
 
-def _all_processes_reach(point: str) -> None:
-  from leaml_jax import processes
-  processes.sync(point)
-
-
 def clear_outputs(workdir: str, paths) -> None:
   """A forced stage starts from scratch: its finished outputs and checkpoints go first."""
   import jax
   from etils import epath
+  from leaml_jax import processes
   if jax.process_index() == 0:
     for p in paths:
       p = epath.Path(os.path.join(workdir, p))
@@ -122,7 +119,7 @@ def clear_outputs(workdir: str, paths) -> None:
         p.rmtree()
       elif p.exists():
         p.unlink()
-  _all_processes_reach("outputs cleared")  # no process reads an output before it is gone
+  processes.sync("outputs cleared")  # no process reads an output before it is gone
 
 
 def parse_argv(argv):

@@ -208,21 +208,29 @@ def model_path_run(tmp_path_factory):
   return directory, cfg, workdir, timings
 
 
-def test_model_path_run_imports_base_and_adapts_it(model_path_run):
-  directory, cfg, workdir, timings = model_path_run
+def check_imported_run(directory, cfg, workdir, timings):
+  """A --config.model.path run: every stage ran, base/params is the checkpoint itself (not a
+  pre-trained tiny model), the VQA stage logged finite losses, zero-shot and LEAML were scored.
+  -> (the run's Context, the checkpoint's params)."""
   assert list(timings) == list(cfg.stages)
   ctx = context.Context(cfg, workdir)
   _, params, _ = hf.load(directory, dtype="float32")
-  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, ctx.load_params("base")),
-               jax.tree.map(np.asarray, params))  # base/params is the checkpoint, not a pre-trained tiny model
-  assert ctx.model_cfg.lm.vocab_size == 1664 and type(ctx.tokenizer).__name__ == "HFTokenizer"
-  vqa = jax.tree.map(np.asarray, ctx.load_params("vqa"))
-  assert not np.array_equal(vqa["llm"]["embedder"]["embedding"], np.asarray(params["llm"]["embedder"]["embedding"]))
+  params = jax.tree.map(np.asarray, params)
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, ctx.load_params("base")), params)
   metrics = [json.loads(line) for line in open(os.path.join(workdir, "vqa", "metrics.jsonl"))]
   assert metrics and all(np.isfinite(m["loss"]) for m in metrics)
   for method in ("zero_shot", "leaml"):
     result = json.load(open(os.path.join(workdir, "eval", f"{method}.json")))
     assert result["n"] >= 1 and 0.0 <= result["accuracy"] <= 1.0
+  return ctx, params
+
+
+def test_model_path_run_imports_base_and_adapts_it(model_path_run):
+  directory, cfg, workdir, timings = model_path_run
+  ctx, params = check_imported_run(directory, cfg, workdir, timings)
+  assert ctx.model_cfg.lm.vocab_size == 1664 and type(ctx.tokenizer).__name__ == "HFTokenizer"
+  vqa = jax.tree.map(np.asarray, ctx.load_params("vqa"))
+  assert not np.array_equal(vqa["llm"]["embedder"]["embedding"], params["llm"]["embedder"]["embedding"])
   assert json.load(open(os.path.join(workdir, "pseudo_qa_stats.json")))["generated"] == 18
 
 

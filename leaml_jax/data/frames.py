@@ -16,12 +16,14 @@ from PIL import Image
 FRAME_MODES = ("tile", "blocks")
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8 [H, W, 3] -> [size, size, 3] (squashed, as PaliGemma's processor does)."""
+def resize(image: np.ndarray, size) -> np.ndarray:
+  """uint8 [H, W, 3] -> [size, size, 3], or [height, width, 3] for size = (height, width): squashed,
+  PIL bicubic (as PaliGemma's and Qwen's image processors resize)."""
   image = np.asarray(image, np.uint8)
-  if image.shape[:2] == (size, size):
+  h, w = (size, size) if np.ndim(size) == 0 else (int(x) for x in size)
+  if image.shape[:2] == (h, w):
     return image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), np.uint8)
+  return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC), np.uint8)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:

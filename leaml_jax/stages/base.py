@@ -67,14 +67,15 @@ def evaluate_general(ctx, params) -> dict:
   n = len(exs)
   swapped = records_lib.vqa_records([{**ex, "image": exs[(i + n // 2) % n]["image"]}
                                      for i, ex in enumerate(exs)])
-  scores = {}
-  for name, records in (("own", test), ("image_shuffled", swapped)):
+
+  def answer(records, name):
     preds, _ = generate.generate_texts(ctx.model, params, records, encoder=ctx.encoder,
                                        batch_size=c.eval.batch_size, max_new_tokens=c.eval.max_new_tokens,
                                        desc=f"base general eval ({name} images)")
-    scores[name] = (preds, scoring.accuracy(preds, test))
-  preds, own = scores["own"]
-  shuffled = scores["image_shuffled"][1]
+    return preds, scoring.accuracy(preds, test)  # scored against the questions' own answers
+
+  preds, own = answer(test, "own")
+  _, shuffled = answer(swapped, "image_shuffled")
   return {"accuracy": own["accuracy"], "per_type": own["per_type"],
           "per_category": own["per_category"], "n": own["n"],
           "image_shuffled": {"accuracy": shuffled["accuracy"], "per_type": shuffled["per_type"]},

@@ -45,9 +45,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
 
-from leaml_jax.data import packing, prompts
+from leaml_jax.data import frames, packing, prompts
 from leaml_jax.errors import DataError
 from leaml_jax.data.tokenizer import HFTokenizer
 from leaml_jax.models.hf.processor_inputs import patches_to_frames
@@ -194,8 +193,8 @@ class HFEncoder:
     """Qwen2-VL / Qwen2.5-VL: one image, or a clip as one video (see the module docstring)."""
     p = self.processor
     ip = p.image_processor
-    frames = [resize_to(f, self.bucket) for f in images]
-    out = ip(images=frames, return_tensors="np")
+    resized = [frames.resize(f, self.bucket) for f in images]
+    out = ip(images=resized, return_tensors="np")
     grids = np.asarray(out["image_grid_thw"])
     if (grids[:, 1:] * ip.patch_size != self.bucket).any():
       raise ValueError(f"the image processor resized the {self.bucket} bucket to grids {grids.tolist()}")
@@ -203,8 +202,8 @@ class HFEncoder:
     T, per_frame = ip.temporal_patch_size, gh * gw
     pixels = np.asarray(out["pixel_values"], np.float32)
     media = [patches_to_frames(pixels[i * per_frame:(i + 1) * per_frame], (1, gh, gw), ip.patch_size, ip.merge_size,
-                               T)[0] for i in range(len(frames))]  # [H, W, 3·T] each: T equal copies
-    if len(frames) == 1:
+                               T)[0] for i in range(len(resized))]  # [H, W, 3·T] each: T equal copies
+    if len(resized) == 1:
       kind, pad, t, media = "image", p.image_token, 1, media[0]
     else:
       clip = [m[..., :3] for m in media]
@@ -234,10 +233,3 @@ def qwen_bucket(image_processor, image_size: int | None) -> np.ndarray:
   out = image_processor(images=[np.zeros((image_size, image_size, 3), np.uint8)], return_tensors="np")
   return np.asarray(out["image_grid_thw"])[0, 1:] * image_processor.patch_size
 
-
-def resize_to(image: np.ndarray, size) -> np.ndarray:
-  """uint8 [H, W, 3] -> [height, width, 3], PIL bicubic (Qwen's image processors' resample)."""
-  h, w = (int(x) for x in size)
-  if image.shape[:2] == (h, w):
-    return image
-  return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC), np.uint8)
