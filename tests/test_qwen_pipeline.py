@@ -145,6 +145,17 @@ def _check_rows(batch, inputs, tok, targets):
 
 
 # ----------------------------------------------------------------------------- encoders
+def _assert_transformers_logits_and_loss(what, model, params, batch, ref_model, inputs, hf_tok, targets):
+  """Our logits on every real position of each row and our loss equal transformers' on its inputs."""
+  with torch.no_grad():
+    out = ref_model(**inputs, labels=_labels(inputs, hf_tok, targets))
+  logits, loss = _ours(model, params, batch)
+  delta = max(np.abs(logits[b, :int(batch["mask_input"][b].sum())]
+                     - out.logits[b, :int(inputs["attention_mask"][b].sum())].numpy()).max() for b in range(len(logits)))
+  print(f"{what}: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
+  assert delta <= TOL and abs(loss - float(out.loss)) <= 1e-5
+
+
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl"])
 def test_image_batch_is_the_processors_and_gives_transformers_logits_and_loss(family):
   """Two stills, 84x84 (the bucket: exactly the processor's) and 40x70 (resized to the bucket)."""
@@ -173,13 +184,8 @@ def test_image_batch_is_the_processors_and_gives_transformers_logits_and_loss(fa
     want = (image / 255.0 - np.array(ip.image_mean)) / np.array(ip.image_std)
     for frame in (batch["image"][b][..., :3], batch["image"][b][..., 3:]):
       np.testing.assert_allclose(frame, want, atol=1e-5)
-  with torch.no_grad():
-    out = ref_model(**inputs, labels=_labels(inputs, hf_tok, targets))
-  logits, loss = _ours(model, params, batch)
-  delta = max(np.abs(logits[b, :int(batch["mask_input"][b].sum())]
-                     - out.logits[b, :int(inputs["attention_mask"][b].sum())].numpy()).max() for b in range(2))
-  print(f"{family} pipeline image batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
-  assert delta <= TOL and abs(loss - float(out.loss)) <= 1e-5
+  _assert_transformers_logits_and_loss(f"{family} pipeline image batch", model, params, batch, ref_model, inputs,
+                                       hf_tok, targets)
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl"])
@@ -203,13 +209,8 @@ def test_clips_are_videos_and_give_transformers_logits_and_loss(family):
   inputs = ref(videos=[[clips[0]], [np.stack(second + second[-1:])]], fps=2.0,
                text=[_chat(hf_tok, p, t, media="video") for p, t in zip(prompts_, targets)])
   _check_rows(batch, inputs, hf_tok, targets)
-  with torch.no_grad():
-    out = ref_model(**inputs, labels=_labels(inputs, hf_tok, targets))
-  logits, loss = _ours(model, params, batch)
-  delta = max(np.abs(logits[b, :int(batch["mask_input"][b].sum())]
-                     - out.logits[b, :int(inputs["attention_mask"][b].sum())].numpy()).max() for b in range(2))
-  print(f"{family} pipeline video batch: max |Δlogit| = {delta:.2e}, loss {loss:.6f} vs {float(out.loss):.6f}")
-  assert delta <= TOL and abs(loss - float(out.loss)) <= 1e-5
+  _assert_transformers_logits_and_loss(f"{family} pipeline video batch", model, params, batch, ref_model, inputs,
+                                       hf_tok, targets)
 
 
 def test_qwen_encoder_needs_a_bucket_and_fits_the_prompt():
